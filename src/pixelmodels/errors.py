@@ -1,0 +1,15 @@
+"""The one exception type users see.
+
+Every error a user can cause (a missing or corrupt file, a bad flag value, a
+checkpoint from another model) is raised as :class:`PixelModelsError` with a
+message that names the file or flag, what was expected and what was found. The
+CLI prints such messages as one paragraph, without a traceback.
+"""
+
+
+class PixelModelsError(Exception):
+    """A user-facing error: bad input, missing data, mismatched checkpoint."""
+
+
+class DatasetError(PixelModelsError):
+    """A dataset is missing, corrupt or asked for in an unsupported way."""
