@@ -1,0 +1,181 @@
+"""Causality, normalization and gradient tests over every registered model."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from pixelmodels import create_model, list_models
+from pixelmodels.errors import PixelModelsError
+
+H = W = 5
+POSITIONS = [(0, 0), (0, 3), (2, 0), (2, 2), (H - 1, W - 1)]  # first pixel, first row, first column, middle, last
+CASES = list(itertools.product(list_models(), [1, 3], [None, 4], [True, False]))
+
+
+def make(name, c, n_classes, n_bits=3, **kw):
+    model = create_model(name, image_shape=(c, H, W), n_bits=n_bits, n_classes=n_classes, preset="tiny", **kw)
+    with torch.no_grad():  # break the symmetry of zero-initialized class biases
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.double()
+
+
+def param_channels(model):
+    """Which image channel each output parameter belongs to (None: the whole pixel)."""
+    if not model.channel_masked:
+        return None
+    c = model.image_shape[0]
+    return torch.arange(model.head.n_params) * c // model.head.n_params
+
+
+def allowed(c, i, j, C, channel, h=H, w=W):
+    """(C, h, w) mask of the sub-pixels the parameters of (channel, i, j) may depend on."""
+    a = torch.zeros(C, h, w, dtype=torch.bool)
+    a[:, :i] = True
+    a[:, i, :j] = True
+    if channel is not None:
+        a[:channel, i, j] = True
+    return a
+
+
+@pytest.mark.parametrize("name,c,n_classes,train", CASES)
+def test_jacobian_causality_and_batch_independence(name, c, n_classes, train):
+    model = make(name, c, n_classes)
+    model.train(train)
+    B = 3
+    x = torch.randint(0, 8, (B, c, H, W))
+    y = torch.tensor([0, 3, 1]) if n_classes else None
+    groups = param_channels(model)
+    for (i, j), b in itertools.product(POSITIONS, range(B)):
+        channels = range(c) if groups is not None else [None]
+        for ch in channels:
+            xs = model.scale(x).requires_grad_(True)
+            torch.manual_seed(1)  # same dropout mask in every pass
+            params = model.network(xs, y)
+            sel = params[b, :, i, j] if ch is None else params[b, groups == ch, i, j]
+            (grad,) = torch.autograd.grad(sel.sum(), xs)
+            others = torch.ones(B, dtype=torch.bool)
+            others[b] = False
+            assert grad[others].abs().max() == 0, f"image {b} depends on another image of the batch"
+            leak = grad[b].abs() * ~allowed(ch or 0, i, j, c, ch if ch is not None else 0)
+            assert leak.max() == 0, f"params of ({ch}, {i}, {j}) see {leak.nonzero().tolist()}"
+
+
+@pytest.mark.parametrize("name,c,n_classes,train", CASES)
+def test_later_pixels_do_not_change_earlier_log_probs(name, c, n_classes, train):
+    """Black-box check through the head on integer images: perturb a pixel, earlier log-probs stay."""
+    model = make(name, c, n_classes)
+    model.train(train)
+    x = torch.randint(0, 8, (2, c, H, W))
+    y = torch.tensor([1, 2]) if n_classes else None
+    for i, j in POSITIONS:
+        x2 = x.clone()
+        x2[:, :, i, j] = (x2[:, :, i, j] + 3) % 8
+        torch.manual_seed(1)
+        lp1 = model.log_prob(x, y, per_pixel=True)
+        torch.manual_seed(1)
+        lp2 = model.log_prob(x2, y, per_pixel=True)
+        before = torch.zeros(H, W, dtype=torch.bool)
+        before[:i] = True
+        before[i, :j] = True
+        assert torch.equal(lp1[:, before], lp2[:, before])
+        assert not torch.equal(lp1[:, i, j], lp2[:, i, j])  # the pixel's own probability does change
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("n_classes", [None, 4])
+def test_joint_values_of_a_pixel_sum_to_one(name, n_classes):
+    model = make(name, 3, n_classes, n_bits=2).eval()
+    values = torch.tensor(list(itertools.product(range(4), repeat=3)))  # (64, 3)
+    background = torch.randint(0, 4, (1, 3, H, W))
+    for i, j in [(0, 0), (2, 3), (H - 1, W - 1)]:
+        x = background.repeat(64, 1, 1, 1)
+        x[:, :, i, j] = values
+        y = torch.full((64,), 2) if n_classes else None
+        with torch.no_grad():
+            lp = model.log_prob(x, y, per_pixel=True)[:, i, j]
+        assert torch.logsumexp(lp, 0).exp().item() == pytest.approx(1.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("n_bits", [1, 5, 8])
+def test_uniform_logits_give_n_bits_per_dim(name, n_bits):
+    model = create_model(name, image_shape=(3, H, W), n_bits=n_bits, preset="tiny")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    x = torch.randint(0, 2**n_bits, (2, 3, H, W))
+    assert torch.allclose(model.bits_per_dim(x), torch.full((2,), float(n_bits)), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("c,n_classes", [(1, None), (3, 4)])
+def test_every_parameter_gets_a_gradient(name, c, n_classes):
+    model = make(name, c, n_classes).float()
+    x = torch.randint(0, 8, (4, c, H, W))
+    y = torch.arange(4) if n_classes else None
+    model.bits_per_dim(x, y).mean().backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not dead
+
+
+def receptive_field(model, i, j):
+    """(H, W) bool: earlier pixels the params at (i, j) depend on."""
+    x = torch.randint(0, 8, (1,) + tuple(model.image_shape))
+    xs = model.scale(x).requires_grad_(True)
+    (g,) = torch.autograd.grad(model.network(xs, None)[0, :, i, j].sum(), xs)
+    return g[0].abs().sum(0) > 0
+
+
+def test_gated_pixelcnn_has_no_blind_spot():
+    model = create_model("gated-pixelcnn", image_shape=(1, 6, 6), n_bits=3, preset="tiny", n_layers=6).double()
+    for i, j in [(5, 5), (5, 0), (3, 2)]:
+        field = receptive_field(model, i, j)
+        expected = allowed(0, i, j, 1, 0, 6, 6)[0]
+        assert torch.equal(field, expected)
+
+
+def test_pixelcnn_has_the_blind_spot_its_docstring_names():
+    model = create_model("pixelcnn", image_shape=(1, 8, 8), n_bits=3, preset="tiny", n_blocks=6).double()
+    field = receptive_field(model, 5, 3)
+    expected = allowed(0, 5, 3, 1, 0, 8, 8)[0]
+    assert not field[~expected].any()
+    assert not torch.equal(field, expected)
+    assert not field[4, 7]  # one row up, four to the right: beyond the 7x7 input layer, never reached
+
+
+def test_conditioning_reaches_every_layer():
+    for name in list_models():
+        model = make(name, 1, 4).float()
+        x = torch.randint(0, 8, (2, 1, H, W))
+        model.bits_per_dim(x, torch.tensor([1, 2])).sum().backward()
+        biases = [p for n, p in model.named_parameters() if "class" in n or "embedding" in n]
+        assert biases and all(p.grad[[1, 2]].abs().sum() > 0 and p.grad[[0, 3]].abs().sum() == 0 for p in biases)
+
+
+def test_bad_labels_and_shapes_are_clear_errors():
+    model = create_model("gated-pixelcnn", image_shape=(1, H, W), n_bits=3, n_classes=4, preset="tiny")
+    x = torch.zeros(2, 1, H, W, dtype=torch.uint8)
+    with pytest.raises(PixelModelsError, match="labels in 0..3, found 4"):
+        model.log_prob(x, torch.tensor([0, 4]))
+    with pytest.raises(PixelModelsError, match="give y"):
+        model.log_prob(x)
+    with pytest.raises(PixelModelsError, match=r"expected shape \(B, 1, 5, 5\), found \(2, 3, 5, 5\)"):
+        model.log_prob(torch.zeros(2, 3, H, W, dtype=torch.uint8), torch.tensor([0, 1]))
+    with pytest.raises(PixelModelsError, match="unknown model 'nope'"):
+        create_model("nope", image_shape=(1, H, W))
+    with pytest.raises(PixelModelsError, match="n-bits: expected an integer from 1 to 8, found 9"):
+        create_model("pixelcnn", image_shape=(1, H, W), n_bits=9)
+    with pytest.raises(PixelModelsError, match="unknown options"):
+        create_model("pixelcnn", image_shape=(1, H, W), n_layerz=3)
+
+
+def test_log_prob_sums_per_pixel_and_bits_per_dim_scales():
+    model = make("gated-pixelcnn", 3, None).float()
+    x = torch.randint(0, 8, (2, 3, H, W))
+    per_pixel = model.log_prob(x, per_pixel=True)
+    assert per_pixel.shape == (2, H, W)
+    assert torch.allclose(per_pixel.sum((1, 2)), model.log_prob(x), atol=1e-4)
+    assert torch.allclose(model.bits_per_dim(x), -model.log_prob(x) / (math.log(2) * 3 * H * W), atol=1e-5)
