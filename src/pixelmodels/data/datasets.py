@@ -19,7 +19,7 @@ from .cifar import read_cifar
 from .colored_mnist import read_colored_mnist
 from .folder import read_folder
 from .idx import read_mnist
-from .locate import locate
+from .locate import locate_files
 
 SPLITS = ("train", "test")
 
@@ -77,7 +77,8 @@ def quantize(images, n_bits: int, source_bits: int = 8):
     return images >> (source_bits - n_bits)
 
 
-def _as_tensor(array, dtype: torch.dtype) -> torch.Tensor:
+def _as_tensor(array, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A contiguous tensor sharing memory with a numpy array where possible."""
     if isinstance(array, np.ndarray):
         array = torch.from_numpy(np.require(array, requirements=["C", "W"]))
     return torch.as_tensor(array, dtype=dtype).contiguous()
@@ -97,7 +98,7 @@ class ImageDataset(Dataset):
 
     def __init__(self, images, labels, n_bits: int, n_classes: int | None = None,
                  name: str = "", split: str = "train"):
-        images = images if isinstance(images, torch.Tensor) else _as_tensor(images, torch.uint8)
+        images = _as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise DatasetError(
                 f"{name}: expected uint8 images (N, C, H, W), found {images.dtype} {tuple(images.shape)}"
@@ -190,7 +191,7 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
                     f"{what} applies to the folder dataset only: {key} has {what} {own}, "
                     f"found {what}={value!r}"
                 )
-        images, labels = _read(key, locate(key, split, root, download), split)
+        images, labels = _read(key, locate_files(key, split, root, download), split)
     if n_bits < info.n_bits:
         images = quantize(images, n_bits, info.n_bits)
     return ImageDataset(images, labels, n_bits, info.n_classes, key, split)

@@ -68,12 +68,13 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
 
 
-def read_mnist(images_path: Path, labels_path: Path, n_classes: int = 10, size: int = 28):
-    """Read a pair of MNIST-style image and label files.
+def read_mnist(images_path: Path, labels_path: Path):
+    """Read a pair of MNIST-style image and label files (28x28 images, labels 0..9).
 
     Returns:
-        images: uint8 array (N, 1, size, size); labels: int64 array (N,) in [0, n_classes).
+        images: uint8 array (N, 1, 28, 28); labels: int64 array (N,) in [0, 10).
     """
+    n_classes, size = 10, 28
     images = read_idx(images_path, IMAGES_MAGIC)
     labels = read_idx(labels_path, LABELS_MAGIC)
     if images.shape[1:] != (size, size):

@@ -55,6 +55,8 @@ REMOTES: dict[str, dict[str, tuple[Remote, ...]]] = {
     "colored-mnist": {"train": (), "test": ()},
 }
 
+FILE_SUFFIXES = (".pkl", ".gz", ".tar", ".tgz")  # a root with these names a file, not a folder
+
 SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
     "mnist": (Path("/usr/share/datasets/mnist"),),
     "fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),),
@@ -88,7 +90,7 @@ def needed_files(name: str, split: str) -> str:
     return f"{colored_mnist.FILENAME}, from {colored_mnist.SOURCE}"
 
 
-def locate(name: str, split: str, root: Path | None, allow_download: bool):
+def locate_files(name: str, split: str, root: Path | None, allow_download: bool):
     """Find (or download) the files of ``split`` of dataset ``name``.
 
     Returns:
@@ -109,8 +111,8 @@ def locate(name: str, split: str, root: Path | None, allow_download: bool):
         problems.append("downloads are off (download=False)")
     elif download.downloads_disabled():
         problems.append("downloads are off (PIXELMODELS_NO_DOWNLOAD is set)")
-    elif target.exists() and not target.is_dir():
-        problems.append(f"{target} is a file, not a folder to download into")
+    elif target.is_file() or target.suffix in FILE_SUFFIXES:
+        problems.append(f"{target} names a file, not a folder to download into")
     else:
         for remote in remotes:
             dest = target / remote.filename
@@ -126,7 +128,7 @@ def locate(name: str, split: str, root: Path | None, allow_download: bool):
             return found
     hint = " (or install them with `apt-get install dataset-fashion-mnist`)" \
         if name == "fashion-mnist" else ""
-    where = target.parent if target.suffix in (".pkl", ".gz", ".tar", ".tgz") else target
+    where = target.parent if target.suffix in FILE_SUFFIXES else target
     searched = ", ".join(str(d) for d in dirs)
     raise DatasetError(
         f"{name} {split} split not found: put {needed_files(name, split)} in {where}{hint}. "
