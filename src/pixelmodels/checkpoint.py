@@ -1,0 +1,145 @@
+"""Saving and loading run directories: config, weights and training state.
+
+A run directory holds
+
+* ``config.json``: the resolved ``RunConfig`` (or, for an exported model, just
+  ``{"model": ...}``);
+* ``model.safetensors``: the EMA weights, what users load;
+* ``training_state.pt``: raw weights, optimizer, schedule, EMA, step, epoch and
+  RNG states, tensors and plain data only, read with ``weights_only=True``.
+
+Every file is written atomically: a temporary file in the same directory,
+flushed and fsync'ed, renamed over the target, then the directory fsync'ed, so
+a crash at any moment leaves the previous complete file in place.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from pixelmodels.config import ModelConfig, read_config
+from pixelmodels.errors import PixelModelsError
+from pixelmodels.models.registry import build_model
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+STATE = "training_state.pt"
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_json(path: str | Path, obj) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor]) -> None:
+    """Write a state dict as safetensors (contiguous CPU copies)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    atomic_write(path, st_save(tensors))
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise PixelModelsError(f"{path}: no such file; expected the model weights ({WEIGHTS})")
+    try:
+        return st_load(path.read_bytes())
+    except (SafetensorError, ValueError, OSError) as e:
+        raise PixelModelsError(f"{path}: expected a safetensors file, could not read it ({e})") from None
+
+
+def save_state(path: str | Path, state: dict) -> None:
+    """Write training state (tensors and plain Python data only)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, buf.getvalue())
+
+
+def load_state(path: str | Path, map_location="cpu") -> dict:
+    """Read training state without running any code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PixelModelsError(f"{path}: no such file; expected a training state ({STATE})")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        raise PixelModelsError(
+            f"{path}: refused to load: expected a training state of tensors and plain data ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
+
+
+def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load ``state`` into ``model``, refusing by name the first tensor that does not fit."""
+    expected = model.state_dict()
+    for name, tensor in expected.items():
+        if name not in state:
+            raise PixelModelsError(f"{source}: tensor {name!r} is missing; the checkpoint is of another model")
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise PixelModelsError(
+                f"{source}: tensor {name!r} has shape {tuple(state[name].shape)}, the config's model expects "
+                f"{tuple(tensor.shape)}; the checkpoint does not fit config.json"
+            )
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise PixelModelsError(f"{source}: unexpected tensor {extra[0]!r}; the checkpoint is of another model")
+    model.load_state_dict(state)
+
+
+def model_config_of(run_dir: str | Path) -> ModelConfig:
+    """The ``ModelConfig`` stored in a run (or exported model) directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise PixelModelsError(f"{run_dir}: no such run directory")
+    cfg = read_config(run_dir / CONFIG)
+    if "model" not in cfg:
+        raise PixelModelsError(f"{run_dir / CONFIG}: expected a 'model' section, found keys {sorted(cfg)}")
+    try:
+        return ModelConfig(**cfg["model"])
+    except TypeError as e:
+        raise PixelModelsError(f"{run_dir / CONFIG}: bad 'model' section ({e})") from None
+
+
+def load(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the model saved in a run directory, with its EMA weights, in eval mode."""
+    path = Path(path)
+    model = build_model(model_config_of(path))
+    load_state_dict_checked(model, load_weights(path / WEIGHTS), path / WEIGHTS)
+    return model.to(device).eval()
+
+
+def save_pretrained(model, path: str | Path) -> Path:
+    """Export ``model`` as a directory with ``config.json`` and ``model.safetensors`` that ``load`` takes."""
+    path = Path(path)
+    save_weights(path / WEIGHTS, model.state_dict())
+    write_json(path / CONFIG, {"model": asdict(model.config)})
+    return path
