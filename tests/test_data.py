@@ -10,7 +10,6 @@ import io
 import os
 import pickle
 import re
-import struct
 import tarfile
 import urllib.error
 import urllib.request
@@ -25,8 +24,8 @@ from pixelmodels.data import DATASET_INFO, ImageDataset, list_datasets, load_dat
 from pixelmodels.data import locate
 from pixelmodels.errors import DatasetError, PixelModelsError
 
-IDX_NAMES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+from formats import IDX_NAMES, idx_bytes, write_file, write_mnist
+
 REAL_FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 
 
@@ -49,29 +48,6 @@ def offline(monkeypatch, tmp_path):
 
 
 # --- writers of the real formats -------------------------------------------------------
-
-
-def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
-    """IDX encoding of a uint8 array: magic, big-endian int32 dims, data."""
-    magic = (0x800 | array.ndim) if magic is None else magic
-    return struct.pack(f">{1 + array.ndim}i", magic, *array.shape) + array.astype(np.uint8).tobytes()
-
-
-def write_file(path: Path, data: bytes, gz: bool = False) -> Path:
-    path = path.with_name(path.name + ".gz") if gz else path
-    path.write_bytes(gzip.compress(data) if gz else data)
-    return path
-
-
-def write_mnist(folder: Path, split: str = "train", n: int = 5, gz: bool = True, seed: int = 0):
-    """Write a split of n random images and labels; return (images (n, 28, 28), labels (n,))."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, n, dtype=np.uint8)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_file(folder / IDX_NAMES[split][0], idx_bytes(images), gz)
-    write_file(folder / IDX_NAMES[split][1], idx_bytes(labels), gz)
-    return images, labels
 
 
 def cifar_batch(n: int, seed: int, bytes_keys: bool, protocol: int) -> tuple[bytes, np.ndarray, list]:

@@ -1,6 +1,22 @@
-"""pixelmodels: autoregressive image models (PixelCNN family) in PyTorch."""
+"""pixelmodels: autoregressive image models (PixelCNN family) in PyTorch.
 
-from pixelmodels.errors import PixelModelsError
+>>> import pixelmodels
+>>> model = pixelmodels.create_model("gated-pixelcnn", image_shape=(1, 28, 28), preset="tiny")
+>>> images = pixelmodels.sample(model.eval(), 4)          # uint8 (4, 1, 28, 28)
+>>> model.bits_per_dim(images).shape
+torch.Size([4])
+"""
+
+from pixelmodels.checkpoint import load, save_pretrained
+from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pixelmodels.data import list_datasets, load_dataset
+from pixelmodels.errors import DatasetError, PixelModelsError
 from pixelmodels.models import create_model, list_models
+from pixelmodels.sampling import complete, sample
+from pixelmodels.training import evaluate, train
 
-__all__ = ["PixelModelsError", "create_model", "list_models"]
+__all__ = [
+    "DataConfig", "DatasetError", "ModelConfig", "PixelModelsError", "RunConfig", "TrainConfig",
+    "complete", "create_model", "evaluate", "list_datasets", "list_models", "load", "load_dataset",
+    "sample", "save_pretrained", "train",
+]

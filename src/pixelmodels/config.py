@@ -62,7 +62,7 @@ class TrainConfig:
     seed: int = 0
     max_steps: int | None = None
     eval_every: int = 1
-    eval_batch_size: int = 256
+    eval_batch_size: int = 64
     eval_limit: int | None = None
     n_samples: int = 16
     log_every: int = 10

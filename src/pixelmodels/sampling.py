@@ -2,7 +2,10 @@
 
 The reference path runs the whole network once per pixel (once per sub-pixel
 for channel-masked networks) and reads the parameters at the current
-position. Random numbers are drawn once per pixel by ``head.noise`` in the same
+position. For a network whose output at row i depends on at most
+``model.receptive_rows`` rows above it (a stack of convolutions), it runs on
+those rows only: every value in the dependency cone of row i is then computed
+from the same inputs, so the result is the full pass's. Random numbers are drawn once per pixel by ``head.noise`` in the same
 order and shape on every path, so any faster path fed the same generator must
 give the same images.
 
@@ -53,13 +56,15 @@ def _fill(model, x, known, y, generator, progress):
     n, c, h, w = x.shape
     y = _labels(model, n, y, x.device)
     passes = c if model.channel_masked else 1
+    reach = model.receptive_rows
     for i in tqdm(range(h), desc="sampling rows", disable=not progress, leave=False):
+        top = 0 if reach is None else max(0, i - reach)
         for j in range(w):
             if known[i, j]:
                 continue
             noise = model.head.noise(n, generator, x.device)
             for channel in range(passes):
-                params = model(x, y)[:, :, i, j]
+                params = model.network(model.scale(x[:, :, top:i + 1]), y)[:, :, -1, j]
                 values = model.head.sample(params, noise)  # (n, C)
                 if model.channel_masked:
                     x[:, channel, i, j] = values[:, channel]

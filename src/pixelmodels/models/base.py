@@ -27,9 +27,15 @@ class AutoregressiveModel(nn.Module):
         head: the likelihood head.
         channel_masked: True when the network masks channels within a pixel, so
             sampling needs one network pass per sub-pixel rather than per pixel.
+        receptive_rows: a bound on the rows above that reach a row, or None.
     """
 
     channel_masked = True
+
+    @property
+    def receptive_rows(self) -> int | None:
+        """How many rows above row i can influence the output at row i (None: any)."""
+        return None
 
     def __init__(self, config: ModelConfig, options):
         super().__init__()

@@ -64,7 +64,7 @@ class GatedPixelCNNOptions:
 
 PRESETS = {
     "tiny": dict(n_channels=6, n_layers=3, kernel_size=3, input_kernel_size=3, n_out_channels=12),
-    "small": dict(n_channels=64, n_layers=5, kernel_size=5, input_kernel_size=7, n_out_channels=256),
+    "small": dict(n_channels=32, n_layers=5, kernel_size=5, input_kernel_size=7, n_out_channels=128),
     "default": dict(),
 }
 
@@ -113,6 +113,11 @@ class GatedPixelCNN(AutoregressiveModel):
         )
         self.out_hidden = MaskedConv2d(n, options.n_out_channels, 1, "B", c)
         self.out = MaskedConv2d(options.n_out_channels, self.head.n_params, 1, "B", c)
+
+    @property
+    def receptive_rows(self) -> int:
+        o = self.options  # each vertical layer reaches k//2 rows up; the link shifts one more
+        return o.input_kernel_size // 2 + (o.n_layers - 1) * (o.kernel_size // 2) + 1
 
     def network(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         v = h = x  # (B, C, H, W)

@@ -92,6 +92,11 @@ class PixelCNN(AutoregressiveModel):
         self.out_hidden = MaskedConv2d(2 * h, options.n_out_channels, 1, "B", c)
         self.out = MaskedConv2d(options.n_out_channels, self.head.n_params, 1, "B", c)
 
+    @property
+    def receptive_rows(self) -> int:
+        o = self.options  # each masked k x k convolution reaches k//2 rows up
+        return o.input_kernel_size // 2 + o.n_blocks * (o.kernel_size // 2)
+
     def network(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         h = self.input_conv(x)  # (B, 2h, H, W)
         for block in self.blocks:

@@ -1,0 +1,7 @@
+"""``python -m pixelmodels`` (also what ``torchrun -m pixelmodels`` runs)."""
+
+import sys
+
+from pixelmodels.cli import main
+
+sys.exit(main())

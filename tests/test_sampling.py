@@ -1,0 +1,75 @@
+"""Sampling: the library's sampler against a naive full-forward loop fed the same noise."""
+
+import itertools
+
+import pytest
+import torch
+
+import pixelmodels
+from pixelmodels import create_model, list_models
+
+CASES = list(itertools.product(list_models(), [1, 3], [None, 3]))
+
+
+def naive_sample(model, n, y, generator):
+    """One full forward pass of the whole image per sub-pixel; the definition of the model's sampling."""
+    c, h, w = model.image_shape
+    x = torch.zeros(n, c, h, w, dtype=torch.long)
+    with torch.no_grad():
+        for i, j in itertools.product(range(h), range(w)):
+            noise = model.head.noise(n, generator)
+            for ch in range(c if model.channel_masked else 1):
+                values = model.head.sample(model(x, y)[:, :, i, j], noise)
+                if model.channel_masked:
+                    x[:, ch, i, j] = values[:, ch]
+                else:
+                    x[:, :, i, j] = values
+    return x.to(torch.uint8)
+
+
+def trained_like(name, c, n_classes, h=9, w=6):
+    model = create_model(name, image_shape=(c, h, w), n_bits=2, n_classes=n_classes, preset="tiny")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # far from uniform, so samples carry the model's structure
+    return model.eval()
+
+
+@pytest.mark.parametrize("name,c,n_classes", CASES)
+def test_sampler_matches_the_naive_loop(name, c, n_classes):
+    model = trained_like(name, c, n_classes)
+    y = torch.tensor([0, 2, 1, 2]) if n_classes else None
+    a = pixelmodels.sample(model, 4, y, generator=torch.Generator().manual_seed(3))
+    b = naive_sample(model, 4, y, torch.Generator().manual_seed(3))
+    assert a.dtype == torch.uint8 and a.shape == (4, c, 9, 6)
+    assert torch.equal(a, b)
+    assert a.max() <= 3 and len(a.unique()) > 1
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_receptive_rows_bounds_the_dependence(name):
+    model = create_model(name, image_shape=(1, 24, 5), n_bits=3, preset="tiny").double()
+    reach, i = model.receptive_rows, 23
+    x = model.scale(torch.randint(0, 8, (1, 1, 24, 5))).requires_grad_(True)
+    (g,) = torch.autograd.grad(model.network(x, None)[0, :, i].sum(), x)
+    rows = g[0, 0].abs().sum(1) > 0
+    assert not rows[: i - reach].any() and rows[i - reach]  # a bound, and a tight one
+
+
+def test_complete_keeps_the_known_pixels():
+    model = trained_like("gated-pixelcnn", 3, None)
+    x = torch.randint(0, 4, (5, 3, 9, 6), dtype=torch.uint8)
+    known = torch.zeros(9, 6, dtype=torch.bool)
+    known[:4] = True
+    known[4, :2] = True  # a raster-order prefix
+    out = pixelmodels.complete(model, x, known, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, :, known], x[:, :, known])
+    assert not torch.equal(out[:, :, ~known], x[:, :, ~known])
+
+
+def test_same_generator_same_samples_other_generator_other_samples():
+    model = trained_like("pixelcnn", 1, None)
+    a = pixelmodels.sample(model, 3, generator=torch.Generator().manual_seed(1))
+    b = pixelmodels.sample(model, 3, generator=torch.Generator().manual_seed(1))
+    c = pixelmodels.sample(model, 3, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
