@@ -85,6 +85,14 @@ def test_resume_is_exact(tmp_path, data):
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
 
 
+def test_same_seed_same_weights(tmp_path, data):
+    args = [*TINY, "--data-dir", str(data), "--max-steps", "1", "--n-samples", "0"]
+    torch.manual_seed(123)  # the global state before a run must not matter
+    assert main(["train", *args, "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", *args, "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
 def test_conditional_run_generates_one_row_per_class(tmp_path, data):
     run = tmp_path / "cond"
     assert main(["train", *TINY, "--data-dir", str(data), "--max-steps", "1", "--conditional",

@@ -58,13 +58,13 @@ def _fill(model, x, known, y, generator, progress):
     passes = c if model.channel_masked else 1
     reach = model.receptive_rows
     for i in tqdm(range(h), desc="sampling rows", disable=not progress, leave=False):
-        top = 0 if reach is None else max(0, i - reach)
+        top, bottom = (0, h) if reach is None else (max(0, i - reach), i + 1)
         for j in range(w):
             if known[i, j]:
                 continue
             noise = model.head.noise(n, generator, x.device)
             for channel in range(passes):
-                params = model.network(model.scale(x[:, :, top:i + 1]), y)[:, :, -1, j]
+                params = model.network(model.scale(x[:, :, top:bottom]), y)[:, :, i - top, j]
                 values = model.head.sample(params, noise)  # (n, C)
                 if model.channel_masked:
                     x[:, channel, i, j] = values[:, channel]

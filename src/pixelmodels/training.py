@@ -121,6 +121,7 @@ class Trainer:
         self.out = Path(out)
         self.progress = progress
         self.device = resolve_device(run.train.device)
+        torch.manual_seed(run.train.seed)  # initialization, dropout
         self.train_set = load_data(run.data, "train")
         self.test_set = load_data(run.data, "test")
         model_cfg = resolve_model_config(run.model, self.train_set, run.train.conditional)
@@ -128,7 +129,8 @@ class Trainer:
         self.run = RunConfig(model=self.model.config, data=run.data,
                              train=resolve_train_config(run.train, run.model.name))
         t = self.run.train
-        torch.manual_seed(t.seed)
+        if not resume and hasattr(self.model, "initialize_from_data"):
+            self.model.initialize_from_data(*next(self.batches(0)))
         if t.optimizer == "adam":
             self.opt = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=t.adam_betas)
         else:
@@ -233,7 +235,8 @@ class Trainer:
         done = lambda: t.max_steps is not None and self.step >= t.max_steps  # noqa: E731
         while self.epoch < t.epochs and not done():
             bar = tqdm(total=n_batches, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{t.epochs}",
-                       disable=self.progress is False, leave=False, dynamic_ncols=True)
+                       disable=None if self.progress is None else not self.progress, leave=False,
+                       dynamic_ncols=True)
             running, tick = None, time.perf_counter()
             for b, (x, y) in enumerate(self.batches(self.epoch)):
                 if b < self.batch_in_epoch:

@@ -44,13 +44,15 @@ class AutoregressiveModel(nn.Module):
         self.image_shape = config.image_shape
         self.n_bits = config.n_bits
         self.n_classes = config.n_classes
-        likelihood_options = {}
-        if getattr(options, "likelihood", "categorical") != "categorical":
-            likelihood_options["n_mixtures"] = options.n_mixtures
-        self.head = make_head(getattr(options, "likelihood", "categorical"), config.image_shape[0],
-                              config.n_bits, **likelihood_options)
+        self.head = make_head(options.likelihood, config.image_shape[0], config.n_bits,
+                              n_mixtures=getattr(options, "n_mixtures", 10), masked=self.channel_masked,
+                              n_features=self.head_features())
 
     # -- the part a subclass writes ---------------------------------------
+    def head_features(self) -> int | None:
+        """Features per position a network that is not channel-masked gives its head."""
+        return None
+
     def network(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """Scaled images (B, C, H, W) in [-1, 1] -> params (B, head.n_params, H, W)."""
         raise NotImplementedError
@@ -97,18 +99,3 @@ class AutoregressiveModel(nn.Module):
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-class ClassBias(nn.Module):
-    """A learned per-class bias (B, n, 1, 1) added inside a layer; zero when unconditional."""
-
-    def __init__(self, n_classes: int | None, n_features: int):
-        super().__init__()
-        self.embedding = nn.Embedding(n_classes, n_features) if n_classes else None
-        if self.embedding is not None:
-            nn.init.zeros_(self.embedding.weight)
-
-    def forward(self, y: torch.Tensor | None) -> torch.Tensor | float:
-        if self.embedding is None or y is None:
-            return 0.0
-        return self.embedding(y)[:, :, None, None]

@@ -37,8 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixelmodels.models.base import AutoregressiveModel, ClassBias
-from pixelmodels.nn import DownShiftedConv2d, MaskedConv2d, channel_groups, shift_down
+from pixelmodels.models.base import AutoregressiveModel
+from pixelmodels.nn import ClassBias, DownShiftedConv2d, MaskedConv2d, channel_groups, down_shift
 
 
 @dataclass
@@ -51,7 +51,8 @@ class GatedPixelCNNOptions:
         kernel_size: k of the layers after the first.
         input_kernel_size: k of the first layer.
         n_out_channels: features of the hidden 1x1 output layer.
-        likelihood: "categorical".
+        likelihood: "categorical" or "logistic-mixture" (channel-masked means and mixture weights).
+        n_mixtures: components of the logistic mixture.
     """
 
     n_channels: int = 128
@@ -60,6 +61,7 @@ class GatedPixelCNNOptions:
     input_kernel_size: int = 7
     n_out_channels: int = 1024
     likelihood: str = "categorical"
+    n_mixtures: int = 10
 
 
 PRESETS = {
@@ -83,7 +85,7 @@ class GatedLayer(nn.Module):
         groups = channel_groups(n, n_groups)
         gate_groups = torch.cat([groups, groups])  # tanh half and sigmoid half
         in_groups = channel_groups(in_ch, n_groups)
-        self.v_conv = DownShiftedConv2d(in_ch, 2 * n, k)
+        self.v_conv = DownShiftedConv2d(in_ch, 2 * n, (k // 2 + 1, k), weight_norm=False)
         self.v_to_h = nn.Conv2d(2 * n, 2 * n, 1)
         self.h_conv = MaskedConv2d(in_ch, 2 * n, k, "A" if first else "B", n_groups,
                                    out_groups=gate_groups, in_groups=in_groups, shape="row")
@@ -94,7 +96,7 @@ class GatedLayer(nn.Module):
 
     def forward(self, v, h, y):
         v_pre = self.v_conv(v) + self.v_class(y)  # (B, 2n, H, W), rows <= i
-        h_pre = self.h_conv(h) + self.v_to_h(shift_down(v_pre)) + self.h_class(y)
+        h_pre = self.h_conv(h) + self.v_to_h(down_shift(v_pre)) + self.h_class(y)
         h_new = self.h_out(gate(h_pre))
         return gate(v_pre), (h + h_new if self.residual else h_new)
 
@@ -112,7 +114,8 @@ class GatedPixelCNN(AutoregressiveModel):
             for i in range(options.n_layers)
         )
         self.out_hidden = MaskedConv2d(n, options.n_out_channels, 1, "B", c)
-        self.out = MaskedConv2d(options.n_out_channels, self.head.n_params, 1, "B", c)
+        self.out = MaskedConv2d(options.n_out_channels, self.head.n_params, 1, "B", c,
+                                out_groups=self.head.param_groups())
 
     @property
     def receptive_rows(self) -> int:

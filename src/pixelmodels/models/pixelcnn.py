@@ -30,8 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixelmodels.models.base import AutoregressiveModel, ClassBias
-from pixelmodels.nn import MaskedConv2d
+from pixelmodels.models.base import AutoregressiveModel
+from pixelmodels.nn import ClassBias, MaskedConv2d
 
 
 @dataclass
@@ -44,7 +44,8 @@ class PixelCNNOptions:
         kernel_size: the masked convolution inside each block.
         input_kernel_size: the first (mask-A) convolution.
         n_out_channels: features of the hidden 1x1 output layer.
-        likelihood: "categorical".
+        likelihood: "categorical" or "logistic-mixture" (channel-masked means and mixture weights).
+        n_mixtures: components of the logistic mixture.
     """
 
     n_channels: int = 128
@@ -53,6 +54,7 @@ class PixelCNNOptions:
     input_kernel_size: int = 7
     n_out_channels: int = 1024
     likelihood: str = "categorical"
+    n_mixtures: int = 10
 
 
 PRESETS = {
@@ -90,7 +92,8 @@ class PixelCNN(AutoregressiveModel):
             ResidualBlock(h, options.kernel_size, c, config.n_classes) for _ in range(options.n_blocks)
         )
         self.out_hidden = MaskedConv2d(2 * h, options.n_out_channels, 1, "B", c)
-        self.out = MaskedConv2d(options.n_out_channels, self.head.n_params, 1, "B", c)
+        self.out = MaskedConv2d(options.n_out_channels, self.head.n_params, 1, "B", c,
+                                out_groups=self.head.param_groups())
 
     @property
     def receptive_rows(self) -> int:

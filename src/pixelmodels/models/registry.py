@@ -13,7 +13,7 @@ from typing import Any
 
 from pixelmodels.config import ModelConfig
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.models import gated_pixelcnn, pixelcnn
+from pixelmodels.models import gated_pixelcnn, pixelcnn, pixelcnnpp
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ REGISTRY: dict[str, ModelSpec] = {
     "pixelcnn": ModelSpec(pixelcnn.PixelCNN, pixelcnn.PixelCNNOptions, pixelcnn.PRESETS, _TRAIN),
     "gated-pixelcnn": ModelSpec(gated_pixelcnn.GatedPixelCNN, gated_pixelcnn.GatedPixelCNNOptions,
                                 gated_pixelcnn.PRESETS, _TRAIN),
+    "pixelcnnpp": ModelSpec(pixelcnnpp.PixelCNNPP, pixelcnnpp.PixelCNNPPOptions, pixelcnnpp.PRESETS,
+                            pixelcnnpp.TRAIN_DEFAULTS),
 }
 
 

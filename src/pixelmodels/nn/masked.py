@@ -123,25 +123,3 @@ class MaskedConv2d(nn.Conv2d):
         if self.pad != (0, 0, 0, 0):
             x = F.pad(x, self.pad)
         return F.conv2d(x, self.weight * self.mask, self.bias)
-
-
-class DownShiftedConv2d(nn.Conv2d):
-    """A (k//2 + 1) x k convolution whose output at row i sees input rows i - k//2 .. i.
-
-    The vertical stack of the Gated PixelCNN: every row above and the current
-    row, full width of the kernel. Shift its output down one row
-    (:func:`shift_down`) before anything at row i may use it.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True):
-        k = kernel_size
-        super().__init__(in_channels, out_channels, (k // 2 + 1, k), bias=bias)
-        self.pad = (k // 2, k // 2, k // 2, 0)  # left, right, top, bottom
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(F.pad(x, self.pad))
-
-
-def shift_down(x: torch.Tensor, rows: int = 1) -> torch.Tensor:
-    """Move (B, C, H, W) features down by ``rows``, filling the top with zeros."""
-    return F.pad(x, (0, 0, rows, 0))[:, :, : x.shape[2], :]
