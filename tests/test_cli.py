@@ -140,3 +140,19 @@ def test_existing_run_is_not_overwritten(tmp_path, data, capsys):
     assert (run / "model.safetensors").read_bytes() == before
     assert main(args + ["--overwrite", "--seed", "3"]) == 0
     assert (run / "model.safetensors").read_bytes() != before
+
+
+def test_pixelcnnpp_run_initializes_from_data_and_round_trips(tmp_path, data):
+    run = tmp_path / "pp"
+    assert main(["train", "--model", "pixelcnnpp", "--preset", "tiny", "--dataset", "fashion-mnist",
+                 "--data-dir", str(data), "--batch-size", "8", "--max-steps", "1", "--n-samples", "0",
+                 "--no-progress", "--likelihood", "categorical", "--out", str(run)]) == 0
+    model = pixelmodels.load(run)
+    assert model.options.likelihood == "categorical" and not model.channel_masked
+    state = torch.load(run / "training_state.pt", weights_only=True)
+    ema = load_file(run / "model.safetensors")
+    assert any("parametrizations.weight.original0" in k for k in ema)
+    assert set(ema) == set(state["model"])
+    x = pixelmodels.load_dataset("fashion-mnist", "test", root=data).images[:2]
+    with torch.no_grad():
+        assert torch.isfinite(model.bits_per_dim(x)).all()

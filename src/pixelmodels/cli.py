@@ -43,6 +43,7 @@ HELP = {
     "device": "cpu, cuda or cuda:N (auto: CUDA when available)",
     "seed": "random seed of initialization, data order and sample grids",
     "max_steps": "stop after this many optimizer steps in total",
+    "max_minutes": "stop after this many minutes of training in this session (evaluation not counted)",
     "eval_every": "evaluate test bits/dim and write a sample grid every this many epochs",
     "eval_batch_size": "images per evaluation batch",
     "eval_limit": "evaluate on the first N test images only",

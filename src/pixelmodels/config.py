@@ -61,6 +61,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     max_steps: int | None = None
+    max_minutes: float | None = None
     eval_every: int = 1
     eval_batch_size: int = 64
     eval_limit: int | None = None

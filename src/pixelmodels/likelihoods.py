@@ -226,7 +226,7 @@ class LogisticMixtureHead(nn.Module):
         if n_channels not in (1, 3):
             raise PixelModelsError(f"logistic-mixture likelihood: expected 1 or 3 channels, found {n_channels}")
         if n_mixtures < 1:
-            raise PixelModelsError(f"logistic-mixture likelihood: n_mixtures must be >= 1, found {n_mixtures}")
+            raise PixelModelsError(f"--n-mixtures: expected at least 1 component, found {n_mixtures}")
         self.n_channels = n_channels
         self.n_bits = n_bits
         self.n_mixtures = n_mixtures
@@ -333,7 +333,7 @@ def make_head(name: str, n_channels: int, n_bits: int, *, n_mixtures: int = 10, 
             "categorical" with ``masked=False`` only.
     """
     if name not in HEADS:
-        raise PixelModelsError(f"unknown likelihood {name!r}; expected one of {sorted(HEADS)}")
+        raise PixelModelsError(f"--likelihood: unknown likelihood {name!r}; expected one of {sorted(HEADS)}")
     if name == "logistic-mixture":
         return LogisticMixtureHead(n_channels, n_bits, n_mixtures)
     if masked:

@@ -232,7 +232,12 @@ class Trainer:
         ckpt.write_json(self.out / ckpt.CONFIG, self.run.to_dict())
         n_batches = math.ceil(len(self.train_set) / t.batch_size)
         record = None
-        done = lambda: t.max_steps is not None and self.step >= t.max_steps  # noqa: E731
+        self.train_seconds = 0.0
+
+        def done() -> bool:
+            return (t.max_steps is not None and self.step >= t.max_steps) or (
+                t.max_minutes is not None and self.train_seconds >= 60 * t.max_minutes)
+
         while self.epoch < t.epochs and not done():
             bar = tqdm(total=n_batches, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{t.epochs}",
                        disable=None if self.progress is None else not self.progress, leave=False,
@@ -241,7 +246,9 @@ class Trainer:
             for b, (x, y) in enumerate(self.batches(self.epoch)):
                 if b < self.batch_in_epoch:
                     continue
+                start = time.perf_counter()
                 bpd = self.train_step(x, y)
+                self.train_seconds += time.perf_counter() - start
                 self.batch_in_epoch = b + 1
                 running = bpd if running is None else 0.98 * running + 0.02 * bpd
                 bar.update(1)
