@@ -37,6 +37,7 @@ def test_train_resume_evaluate_generate(tmp_path, data, capsys):
     assert "test bits/dim (EMA weights)" in capsys.readouterr().out
     for name in ["config.json", "model.safetensors", "training_state.pt", "samples/step_0000002.png"]:
         assert (run / name).is_file(), name
+    assert (run / "command.txt").read_text().startswith("pixelmodels train --model gated-pixelcnn")
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     config = RunConfig.from_dict(json.loads((run / "config.json").read_text()))
     assert config.model.image_shape == (1, 28, 28) and config.model.n_bits == 8
@@ -137,6 +138,8 @@ def test_existing_run_is_not_overwritten(tmp_path, data, capsys):
     before = (run / "model.safetensors").read_bytes()
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
+    assert (run / "model.safetensors").read_bytes() == before
+    assert main(args + ["--overwrite", "--n-bits", "9"]) == 2  # a bad new run does not destroy the old one
     assert (run / "model.safetensors").read_bytes() == before
     assert main(args + ["--overwrite", "--seed", "3"]) == 0
     assert (run / "model.safetensors").read_bytes() != before

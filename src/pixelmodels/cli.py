@@ -100,7 +100,7 @@ def train_parser(model: str | None) -> argparse.ArgumentParser:
 
 
 def cmd_train(argv: list[str]) -> int:
-    from pixelmodels.training import train
+    from pixelmodels.training import Trainer
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--model")
@@ -129,12 +129,13 @@ def cmd_train(argv: list[str]) -> int:
         run = RunConfig(model=model, data=DataConfig(**data), train=TrainConfig(**train_cfg))
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = ns.out or Path("runs") / f"{model_name}-{run.data.dataset}-{stamp}"
-        if (out / ckpt.CONFIG).exists():
-            if not ns.overwrite:
-                raise PixelModelsError(f"--out: {out} already holds a run; use --resume {out} to continue it "
-                                       "or --overwrite to replace it")
-            shutil.rmtree(out)
-    record = train(run, out, resume=stored is not None, progress=False if ns.no_progress else None)
+        if (out / ckpt.CONFIG).exists() and not ns.overwrite:
+            raise PixelModelsError(f"--out: {out} already holds a run; use --resume {out} to continue it "
+                                   "or --overwrite to replace it")
+    trainer = Trainer(run, out, resume=stored is not None, progress=False if ns.no_progress else None)
+    if stored is None and ns.overwrite and out.exists():
+        shutil.rmtree(out)  # only once the new run's data and model are known to be good
+    record = trainer.fit(command=["pixelmodels", "train", *argv])
     print(f"run directory: {out}")
     print(f"test bits/dim (EMA weights): {record['test_bpd']:.4f} after {record['step']} steps")
     return 0

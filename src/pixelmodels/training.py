@@ -140,7 +140,7 @@ class Trainer:
         self.step = self.epoch = self.batch_in_epoch = 0
         if resume:
             self._restore()
-        self.writer = self._tensorboard()
+        self.writer = None  # opened by fit(): constructing a Trainer writes nothing
 
     # -- checkpoints --------------------------------------------------------
     def _restore(self) -> None:
@@ -225,11 +225,18 @@ class Trainer:
                 self.writer.add_image("samples", grid, self.step, dataformats="HWC")
         return record
 
-    def fit(self) -> dict:
-        """Train until ``epochs`` (or ``max_steps``) and return the last evaluation record."""
+    def fit(self, command: list[str] | None = None) -> dict:
+        """Train until ``epochs`` (or ``max_steps`` / ``max_minutes``); return the last evaluation record.
+
+        ``command``, the command line that started this session, is appended to ``command.txt``.
+        """
         t = self.run.train
         self.out.mkdir(parents=True, exist_ok=True)
         ckpt.write_json(self.out / ckpt.CONFIG, self.run.to_dict())
+        if command is not None:
+            with open(self.out / "command.txt", "a") as f:
+                f.write(" ".join(command) + "\n")
+        self.writer = self._tensorboard()
         n_batches = math.ceil(len(self.train_set) / t.batch_size)
         record = None
         self.train_seconds = 0.0
