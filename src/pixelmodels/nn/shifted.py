@@ -69,34 +69,34 @@ class DownRightShiftedConv2d(nn.Module):
         return self.conv(F.pad(x, self.pad))
 
 
-class DownShiftedConvTranspose2d(nn.Module):
-    """Stride-2 up-sampling with a 2x3 kernel, cropped to (2H, 2W) so no output sees below or far right."""
+class _ShiftedConvTranspose2d(nn.Module):
+    """Stride-2 up-sampling, cropped to (2H, 2W): centred columns (down-shifted) or left-aligned (down-right)."""
+
+    def __init__(self, c_in, c_out, kernel, centered: bool, weight_norm=True, init_scale=1.0):
+        super().__init__()
+        self.kernel = kernel
+        self.left = kernel[1] // 2 if centered else 0
+        self.conv = maybe_weight_norm(nn.ConvTranspose2d(c_in, c_out, kernel, stride=2, output_padding=1),
+                                      weight_norm, init_scale)
+
+    def forward(self, x):
+        kh, kw = self.kernel
+        y = self.conv(x)
+        return y[:, :, : y.shape[2] - kh + 1, self.left: y.shape[3] - (kw - 1 - self.left)]
+
+
+class DownShiftedConvTranspose2d(_ShiftedConvTranspose2d):
+    """Transposed counterpart of ``DownShiftedConv2d`` (2x3 kernel)."""
 
     def __init__(self, c_in, c_out, kernel=(2, 3), weight_norm=True, init_scale=1.0):
-        super().__init__()
-        self.kernel = kernel
-        self.conv = maybe_weight_norm(nn.ConvTranspose2d(c_in, c_out, kernel, stride=2, output_padding=1),
-                                      weight_norm, init_scale)
-
-    def forward(self, x):
-        kh, kw = self.kernel
-        y = self.conv(x)
-        return y[:, :, : y.shape[2] - kh + 1, kw // 2: y.shape[3] - kw // 2]
+        super().__init__(c_in, c_out, kernel, True, weight_norm, init_scale)
 
 
-class DownRightShiftedConvTranspose2d(nn.Module):
-    """Stride-2 up-sampling with a 2x2 kernel, cropped to (2H, 2W)."""
+class DownRightShiftedConvTranspose2d(_ShiftedConvTranspose2d):
+    """Transposed counterpart of ``DownRightShiftedConv2d`` (2x2 kernel)."""
 
     def __init__(self, c_in, c_out, kernel=(2, 2), weight_norm=True, init_scale=1.0):
-        super().__init__()
-        self.kernel = kernel
-        self.conv = maybe_weight_norm(nn.ConvTranspose2d(c_in, c_out, kernel, stride=2, output_padding=1),
-                                      weight_norm, init_scale)
-
-    def forward(self, x):
-        kh, kw = self.kernel
-        y = self.conv(x)
-        return y[:, :, : y.shape[2] - kh + 1, : y.shape[3] - kw + 1]
+        super().__init__(c_in, c_out, kernel, False, weight_norm, init_scale)
 
 
 class NIN(nn.Module):
