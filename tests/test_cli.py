@@ -159,3 +159,24 @@ def test_pixelcnnpp_run_initializes_from_data_and_round_trips(tmp_path, data):
     x = pixelmodels.load_dataset("fashion-mnist", "test", root=data).images[:2]
     with torch.no_grad():
         assert torch.isfinite(model.bits_per_dim(x)).all()
+
+
+def test_complete_keeps_the_known_rows_and_writes_the_grid(tmp_path, data):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--data-dir", str(data), "--max-steps", "1", "--out", str(run)]) == 0
+    out = tmp_path / "done.png"
+    assert main(["complete", str(run), "--dataset", "fashion-mnist", "--data-dir", str(data), "--rows", "20",
+                 "--n", "3", "--out", str(out)]) == 0
+    saved = np.load(out.with_suffix(".npz"))
+    originals, completions = saved["originals"], saved["completions"]
+    test = pixelmodels.load_dataset("fashion-mnist", "test", root=data)
+    assert np.array_equal(originals, test.images[:3].numpy().transpose(0, 2, 3, 1))
+    assert np.array_equal(completions[:, :20], originals[:, :20])
+    assert not np.array_equal(completions[:, 20:], originals[:, 20:])
+    assert saved["known"].sum() == 20 * 28
+    width, height = Image.open(out).size
+    assert height > width / 3 * 2  # three rows of three images
+    assert main(["complete", str(run), "--data-dir", str(data), "--pixels", "30", "--n", "1",
+                 "--out", str(tmp_path / "p.png")]) == 0
+    assert np.load(tmp_path / "p.npz")["known"].reshape(-1).tolist() == [True] * 30 + [False] * (28 * 28 - 30)
+    assert main(["complete", str(run), "--data-dir", str(data), "--rows", "29"]) == 2

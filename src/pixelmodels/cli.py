@@ -200,7 +200,61 @@ def cmd_generate(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "generate": cmd_generate}
+def cmd_complete(argv: list[str]) -> int:
+    from pixelmodels.sampling import complete
+    from pixelmodels.training import load_data, resolve_device
+
+    p = argparse.ArgumentParser(prog="pixelmodels complete",
+                                description="Keep the top of dataset images and sample the rest.")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--dataset", help="dataset to take images from (default: the run's)")
+    p.add_argument("--data-dir", help="where the dataset's files are (default: as in the run's config)")
+    p.add_argument("--split", choices=["train", "test"], default="test")
+    known_group = p.add_mutually_exclusive_group()
+    known_group.add_argument("--rows", type=int, help="keep the first K rows (default: half the image)")
+    known_group.add_argument("--pixels", type=int, help="keep the first P pixels in raster order")
+    p.add_argument("--n", type=int, default=8, help="images to complete (the first N of the split)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/completions.png); the .npz goes beside it")
+    p.add_argument("--device", default="auto")
+    ns = p.parse_args(argv)
+    run = RunConfig.from_dict(read_config(ns.run_dir / ckpt.CONFIG))
+    device = resolve_device(ns.device)
+    model = ckpt.load(ns.run_dir, device)
+    data = dataclasses.replace(run.data, dataset=ns.dataset or run.data.dataset,
+                               data_dir=ns.data_dir or (run.data.data_dir if not ns.dataset else None))
+    dataset = load_data(data, ns.split)
+    _, h, w = model.image_shape
+    if tuple(dataset.image_shape) != tuple(model.image_shape) or dataset.n_bits != model.n_bits:
+        raise PixelModelsError(f"--dataset: the model takes {model.n_bits}-bit images of shape {model.image_shape}, "
+                               f"{data.dataset} has {dataset.n_bits}-bit images of shape {dataset.image_shape}")
+    if not 1 <= ns.n <= len(dataset):
+        raise PixelModelsError(f"--n: expected 1 to {len(dataset)} images, found {ns.n}")
+    known = torch.zeros(h, w, dtype=torch.bool)
+    if ns.pixels is not None:
+        if not 0 <= ns.pixels <= h * w:
+            raise PixelModelsError(f"--pixels: expected 0 to {h * w}, found {ns.pixels}")
+        known.view(-1)[: ns.pixels] = True
+    else:
+        rows = h // 2 if ns.rows is None else ns.rows
+        if not 0 <= rows <= h:
+            raise PixelModelsError(f"--rows: expected 0 to {h}, found {rows}")
+        known[:rows] = True
+    x = dataset.images[: ns.n]
+    y = dataset.labels[: ns.n] if model.n_classes else None
+    gen = torch.Generator(device).manual_seed(ns.seed)
+    done = complete(model, x, known, y, generator=gen, progress=True).cpu()
+    occluded = x.clone()
+    occluded[:, :, ~known] = (2**model.n_bits - 1) // 2  # unknown pixels shown grey
+    out = ns.out or ns.run_dir / "completions.png"
+    save_grid(torch.cat([x, occluded, done]), out, model.n_bits, nrow=ns.n)
+    np.savez(out.with_suffix(".npz"), originals=x.numpy().transpose(0, 2, 3, 1),
+             known=known.numpy(), completions=done.numpy().transpose(0, 2, 3, 1))
+    print(f"wrote {out} (rows: originals, occluded inputs, completions) and {out.with_suffix('.npz')}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "generate": cmd_generate, "complete": cmd_complete}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
               "  train     train a model into a run directory\n"
               "  evaluate  bits/dim of a run's EMA weights on a split\n"
               "  generate  sample images from a run\n"
+              "  complete  keep the top of dataset images, sample the rest\n"
               "Run 'pixelmodels COMMAND --help' for a command's flags.", file=sys.stderr if argv else sys.stdout)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     try:
