@@ -1,0 +1,197 @@
+"""PixelSNAIL [1]: gated residual convolutions interleaved with causal self-attention.
+
+The input stage is the first layer of PixelCNN++'s down-right stream: a
+down-shifted 1x3 and a right-shifted 2x1 convolution of the image (with a
+channel of ones, so the network can tell zero padding from black), so position
+(i, j) sees only pixels strictly before it in raster order. Then ``n_blocks``
+blocks, each
+
+* ``n_res_layers`` gated residual layers over down-right-shifted 2x2
+  convolutions (concat_elu, dropout, a per-class bias in every layer when
+  class-conditional): the residual stream ``ul``;
+* a causal multi-head attention layer (``pixelmodels.nn.CausalSelfAttention``):
+  keys and values from a gated residual layer of 1x1 convolutions over
+  [image, the block's input, ul, background], queries from one over [ul, background], where the
+  background is the position, two channels i/H - 0.5 and j/W - 0.5. Pixel
+  (i, j) attends to every earlier pixel and to nothing else; the first pixel's
+  attention output is exactly zero (see ``pixelmodels.nn.attention``);
+* a gated residual layer of 1x1 convolutions over ul with the attention output
+  as its auxiliary input, whose output is the next block's input.
+
+Then ELU and a 1x1 convolution to the head's parameters. Thanks to attention the
+receptive field is every earlier pixel from the first block on. The layers are
+weight-normalized with the data-dependent initialization of [3]
+(``initialize_from_data``). ``sampling_cache`` gives the fast exact sampler
+(one position per step, keys and values cached: ``pixelsnail_cache``). The
+network conditions on whole pixels, so either head models the channels within
+a pixel itself (logistic mixture by default).
+
+Presets: ``default`` is the reference's CIFAR-10 model [2] (256 filters, 12
+blocks of 5 residual layers, one head, keys of 16 and values of 128 features,
+10 mixtures, dropout 0.5), with its training settings (Adam betas (0.95,
+0.9995), learning rate 1e-3 decaying by 0.999995 per step, EMA 0.9995).
+
+NOTE: where we deviate from the reference code [2]: its keys and values see
+the image, the stream and the background; ours also see the block's input, as
+the paper's figure has it. Its attention has one
+head and multiplies the exponentials by a 0/1 mask with 1e-6 added to the
+softmax's denominator; ours has ``n_heads`` and is exact (the first row is
+zero by construction). The background is computed from the model's image size,
+not the input's, so running the network on the first rows of an image (as the
+sampler does, ``receptive_rows = H - 1``) gives the same values there.
+
+[1]: Chen et al. 2017, "PixelSNAIL: An Improved Autoregressive Generative Model",
+     https://arxiv.org/abs/1712.09763
+[2]: https://github.com/neocxi/pixelsnail-public
+[3]: Salimans & Kingma 2016, "Weight Normalization", https://arxiv.org/abs/1602.07868
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pixelmodels.errors import PixelModelsError
+from pixelmodels.models.base import AutoregressiveModel
+from pixelmodels.models.pixelsnail_cache import PixelSNAILCache
+from pixelmodels.nn import (
+    NIN,
+    CausalSelfAttention,
+    DownRightShiftedConv2d,
+    DownShiftedConv2d,
+    GatedResNet,
+    data_dependent_init,
+    down_shift,
+    right_shift,
+)
+
+ATTENTION = ("sdpa", "explicit")
+
+
+@dataclass
+class PixelSNAILOptions:
+    """Hyperparameters of ``pixelsnail``.
+
+    Args:
+        n_filters: features of the residual stream.
+        n_blocks: attention blocks.
+        n_res_layers: gated residual layers before the attention of each block.
+        n_heads: attention heads.
+        key_size: query/key features per head.
+        value_size: value features per head (the attention output has n_heads * value_size).
+        dropout: dropout probability inside the gated residual layers.
+        attn_dropout: dropout probability on the attention weights.
+        n_mixtures: logistic mixture components (logistic-mixture head).
+        likelihood: "logistic-mixture" or "categorical".
+        weight_norm: weight-normalize every convolution.
+        data_init: data-dependent initialization on the first training batch.
+        attention: "sdpa" (memory linear in H*W where the backend allows) or
+            "explicit" (the materialized H*W x H*W weights; a reference for tests and benchmarks).
+    """
+
+    n_filters: int = 256
+    n_blocks: int = 12
+    n_res_layers: int = 5
+    n_heads: int = 1
+    key_size: int = 16
+    value_size: int = 128
+    dropout: float = 0.5
+    attn_dropout: float = 0.0
+    n_mixtures: int = 10
+    likelihood: str = "logistic-mixture"
+    weight_norm: bool = True
+    data_init: bool = True
+    attention: str = "sdpa"
+
+
+PRESETS = {
+    "tiny": dict(n_filters=4, n_blocks=2, n_res_layers=1, n_heads=2, key_size=4, value_size=4, n_mixtures=2,
+                 dropout=0.5, attn_dropout=0.1),
+    "small": dict(n_filters=64, n_blocks=2, n_res_layers=2, n_heads=1, key_size=16, value_size=32, n_mixtures=5,
+                  dropout=0.0),
+    "default": dict(),
+}
+
+TRAIN_DEFAULTS = dict(lr=1e-3, lr_decay=0.999995, ema=0.9995, optimizer="adam", adam_betas=(0.95, 0.9995))
+
+
+class AttentionBlock(nn.Module):
+    """Gated residual layers, then causal attention over [image, block input, stream, position], mixed back in."""
+
+    def __init__(self, c: int, options: PixelSNAILOptions, n_classes: int | None):
+        super().__init__()
+        o, n = options, options.n_filters
+
+        def gated(width, conv, n_aux=0):
+            return GatedResNet(width, conv, n_aux, n_classes, o.dropout, o.weight_norm)
+
+        self.res = nn.ModuleList(gated(n, DownRightShiftedConv2d) for _ in range(o.n_res_layers))
+        self.kv_in = gated(c + 2 * n + 2, NIN)
+        self.q_in = gated(n + 2, NIN)
+        self.attention = CausalSelfAttention(n + 2, c + 2 * n + 2, o.n_heads, o.key_size, o.value_size,
+                                             o.attn_dropout, o.weight_norm, explicit=o.attention == "explicit")
+        self.out = gated(n, NIN, o.n_heads * o.value_size)
+
+    def forward(self, block_in, x, background, y=None):
+        ul = block_in
+        for layer in self.res:
+            ul = layer(ul, y=y)
+        kv = self.kv_in(torch.cat([x, block_in, ul, background], dim=1), y=y)  # (B, C+2n+2, H, W)
+        q = self.q_in(torch.cat([ul, background], dim=1), y=y)  # (B, n+2, H, W)
+        return self.out(ul, self.attention(q, kv), y=y)  # (B, n, H, W)
+
+
+class PixelSNAIL(AutoregressiveModel):
+    """PixelSNAIL of [1]; any image size, C = 1 or 3."""
+
+    channel_masked = False
+
+    def __init__(self, config, options: PixelSNAILOptions):
+        if options.attention not in ATTENTION:
+            raise PixelModelsError(f"--attention: expected one of {list(ATTENTION)}, found {options.attention!r}")
+        for name in ("n_filters", "n_blocks", "n_heads", "key_size", "value_size"):
+            value = getattr(options, name)
+            if value < 1:
+                raise PixelModelsError(f"--{name.replace('_', '-')}: expected at least 1, found {value}")
+        super().__init__(config, options)
+        c, n, wn = config.image_shape[0], options.n_filters, options.weight_norm
+        self.in_above = DownShiftedConv2d(c + 1, n, (1, 3), weight_norm=wn)
+        self.in_left = DownRightShiftedConv2d(c + 1, n, (2, 1), weight_norm=wn)
+        self.blocks = nn.ModuleList(AttentionBlock(c, options, config.n_classes) for _ in range(options.n_blocks))
+        self.out = NIN(n, self.head.n_params, weight_norm=wn)
+
+    @property
+    def receptive_rows(self) -> int:
+        """Every row above: attention reaches the whole past (rows below are never needed)."""
+        return self.image_shape[1] - 1
+
+    def head_features(self) -> int:
+        return self.options.n_filters
+
+    def background(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 2, h, w): i/H - 0.5 and j/W - 0.5, with H, W the model's image size (x may be its first rows)."""
+        b, _, h, w = x.shape
+        _, height, width = self.image_shape
+        rows = (torch.arange(h, device=x.device, dtype=x.dtype) / height - 0.5)[:, None].expand(h, w)
+        cols = (torch.arange(w, device=x.device, dtype=x.dtype) / width - 0.5)[None, :].expand(h, w)
+        return torch.stack([rows, cols])[None].expand(b, 2, h, w)
+
+    def network(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        background = self.background(x)
+        x_pad = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (B, C+1, H, W)
+        ul = down_shift(self.in_above(x_pad)) + right_shift(self.in_left(x_pad))  # strictly earlier pixels
+        for block in self.blocks:
+            ul = block(ul, x, background, y)
+        return self.out(F.elu(ul))  # (B, head.n_params, H, W)
+
+    def sampling_cache(self, n: int, y: torch.Tensor | None) -> PixelSNAILCache:
+        """The cached sampler's state for ``n`` images with labels ``y`` (``pixelmodels.models.pixelsnail_cache``)."""
+        return PixelSNAILCache(self, n, y)
+
+    def initialize_from_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """Data-dependent initialization of every weight-normalized layer on a real batch (if enabled)."""
+        if self.options.weight_norm and self.options.data_init:
+            data_dependent_init(self, x, y)
