@@ -13,7 +13,7 @@ from typing import Any
 
 from pixelmodels.config import ModelConfig
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.models import gated_pixelcnn, pixelcnn, pixelcnnpp
+from pixelmodels.models import gated_pixelcnn, pixelcnn, pixelcnnpp, pixelrnn, pixelsnail
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,10 @@ REGISTRY: dict[str, ModelSpec] = {
                                 gated_pixelcnn.PRESETS, _TRAIN),
     "pixelcnnpp": ModelSpec(pixelcnnpp.PixelCNNPP, pixelcnnpp.PixelCNNPPOptions, pixelcnnpp.PRESETS,
                             pixelcnnpp.TRAIN_DEFAULTS),
+    "pixelsnail": ModelSpec(pixelsnail.PixelSNAIL, pixelsnail.PixelSNAILOptions, pixelsnail.PRESETS,
+                            pixelsnail.TRAIN_DEFAULTS),
+    "row-lstm": ModelSpec(pixelrnn.RowLSTM, pixelrnn.PixelRNNOptions, pixelrnn.PRESETS, _TRAIN),
+    "diagonal-bilstm": ModelSpec(pixelrnn.DiagonalBiLSTM, pixelrnn.PixelRNNOptions, pixelrnn.PRESETS, _TRAIN),
 }
 
 
