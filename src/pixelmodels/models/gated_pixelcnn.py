@@ -39,6 +39,8 @@ import torch.nn.functional as F
 
 from pixelmodels.models.base import AutoregressiveModel
 from pixelmodels.nn import ClassBias, DownShiftedConv2d, MaskedConv2d, channel_groups, down_shift
+from pixelmodels.nn.incremental import (PaddedBuffer, channels_last, conv_at_flat, conv_row, flat_taps, frozen,
+                                        frozen_pointwise)
 
 
 @dataclass
@@ -127,3 +129,93 @@ class GatedPixelCNN(AutoregressiveModel):
         for layer in self.layers:
             v, h = layer(v, h, y)  # (B, n, H, W) each
         return self.out(F.relu(self.out_hidden(F.relu(h))))  # (B, C*K, H, W)
+
+    def sampling_cache(self, n: int, y: torch.Tensor | None) -> GatedPixelCNNCache:
+        """The cached sampler's state for ``n`` images with labels ``y``; see ``GatedPixelCNNCache``."""
+        return GatedPixelCNNCache(self, n, y)
+
+
+def _class_bias(layer: ClassBias, y: torch.Tensor | None, row: bool) -> torch.Tensor | float:
+    """A ``ClassBias`` at every position: (n, F, 1) for a row, (n, F) for a pixel, or 0.0."""
+    bias = layer(y)
+    return bias if isinstance(bias, float) else bias[:, :, 0] if row else bias[:, :, 0, 0]
+
+
+class _LayerCache:
+    """One ``GatedLayer``'s frozen weights, input buffers and the vertical link of the current row."""
+
+    def __init__(self, layer: GatedLayer, n: int, h: int, w: int, y: torch.Tensor | None, dtype, device):
+        self.v_conv = frozen(layer.v_conv)
+        weight, bias = frozen(layer.h_conv)
+        self.h_conv, self.h_width = (flat_taps(weight), bias), weight.shape[3]
+        self.v_to_h = frozen(layer.v_to_h)
+        self.h_out = frozen_pointwise(layer.h_out)
+        self.v_class, self.h_class = _class_bias(layer.v_class, y, True), _class_bias(layer.h_class, y, False)
+        self.residual = layer.residual
+        in_ch = layer.h_conv.in_channels
+        self.v_in = PaddedBuffer(n, in_ch, h, w, layer.v_conv.pad, device=device, dtype=dtype)  # rows <= r
+        self.h_in = channels_last(PaddedBuffer(n, in_ch, h, w, layer.h_conv.pad, device=device, dtype=dtype))
+        # link for row 0: v_to_h of the zero row that down_shift puts there, i.e. its bias
+        self.link = self.v_to_h[1][None, :, None].expand(n, -1, w)  # (n, 2n, W)
+
+    def vertical_row(self, r: int) -> torch.Tensor:
+        """Vertical output row r (n, n, W) from the buffered input rows <= r; sets the link for row r + 1."""
+        kh = self.v_conv[0].shape[2]
+        v_pre = conv_row(self.v_in.rows(r, kh), *self.v_conv) + self.v_class  # (n, 2n, W)
+        self.link = conv_row(v_pre[:, :, None], *self.v_to_h)
+        return gate(v_pre)
+
+    def horizontal_at(self, h: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """Write the horizontal input (n, F) at (i, j); return the layer's horizontal output (n, n) there."""
+        self.h_in.write(i, j, h)
+        h_pre = conv_at_flat(self.h_in.window(i, j, 1, self.h_width), *self.h_conv)  # (n, 2n)
+        h_pre = h_pre + self.link[:, :, j] + self.h_class
+        h_new = F.linear(gate(h_pre), *self.h_out)
+        return h + h_new if self.residual else h_new
+
+
+class GatedPixelCNNCache:
+    """Fast exact generation for ``GatedPixelCNN`` (Ramachandran et al. 2017, https://arxiv.org/abs/1704.06001).
+
+    Schedule: the vertical stack's row r depends on rows <= r only and reaches
+    the horizontal stack as the link v_to_h(v_pre) of row r + 1. So at the first
+    step of row i the whole vertical stack is computed for row i - 1, layer by
+    layer, from per-layer buffers of its input rows (the first layer's is the
+    image row i - 1, complete by then), and each layer keeps its link for row i
+    (row 0's link is v_to_h of zeros: its bias). At each step (i, j), once per
+    channel pass, the horizontal stack is computed at (i, j) only: each layer
+    writes its input at (i, j) into a buffer and convolves the 1 x (k//2 + 1)
+    window ending there, adds the link and the class bias, gates, applies the
+    masked 1x1 and the residual; then the 1x1 output layers. The previous
+    pixel is written again into the first layer's buffer, since its last
+    channel was sampled after its last step. Effective weights are frozen once,
+    here.
+    """
+
+    def __init__(self, model: GatedPixelCNN, n: int, y: torch.Tensor | None):
+        self.model = model
+        p = next(model.parameters())
+        _, h, w = model.image_shape
+        self.layers = [_LayerCache(layer, n, h, w, y, p.dtype, p.device) for layer in model.layers]
+        self.out_hidden, self.out = frozen_pointwise(model.out_hidden), frozen_pointwise(model.out)
+        self.rows_done = 0  # vertical rows computed so far
+        self.previous: tuple[int, int] | None = None  # the position stepped last
+
+    def step(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """Parameters (n, head.n_params) at (i, j) of the partial integer image x (n, C, H, W)."""
+        scale = self.model.scale
+        while self.rows_done < i:  # rows above are final: run the vertical stack on the next one
+            r = self.rows_done
+            v = scale(x[:, :, r])  # (n, C, W)
+            for layer in self.layers:
+                layer.v_in.write_row(r, v)
+                v = layer.vertical_row(r)
+            self.rows_done += 1
+        first = self.layers[0].h_in
+        if self.previous is not None and self.previous != (i, j):
+            first.write(*self.previous, scale(x[:, :, self.previous[0], self.previous[1]]))
+        self.previous = (i, j)
+        h = scale(x[:, :, i, j])  # (n, C)
+        for layer in self.layers:
+            h = layer.horizontal_at(h, i, j)
+        return F.linear(F.relu(F.linear(F.relu(h), *self.out_hidden)), *self.out)  # (n, C*K)

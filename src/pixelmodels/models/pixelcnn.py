@@ -32,6 +32,8 @@ import torch.nn.functional as F
 
 from pixelmodels.models.base import AutoregressiveModel
 from pixelmodels.nn import ClassBias, MaskedConv2d
+from pixelmodels.nn.incremental import (PaddedBuffer, channels_last, conv_at_flat, flat_taps, frozen,
+                                        frozen_pointwise)
 
 
 @dataclass
@@ -105,3 +107,66 @@ class PixelCNN(AutoregressiveModel):
         for block in self.blocks:
             h = block(h, y)
         return self.out(F.relu(self.out_hidden(F.relu(h))))  # (B, C*K, H, W)
+
+    def sampling_cache(self, n: int, y: torch.Tensor | None) -> PixelCNNCache:
+        """The cached sampler's state for ``n`` images with labels ``y``; see ``PixelCNNCache``."""
+        return PixelCNNCache(self, n, y)
+
+
+def _class_bias(layer: ClassBias, y: torch.Tensor | None) -> torch.Tensor | float:
+    """The per-image bias (n, F) a ``ClassBias`` adds at every position, or 0.0."""
+    bias = layer(y)
+    return bias if isinstance(bias, float) else bias[:, :, 0, 0]
+
+
+class PixelCNNCache:
+    """Fast exact generation for ``PixelCNN`` (Ramachandran et al. 2017, https://arxiv.org/abs/1704.06001).
+
+    Schedule: every masked k x k convolution keeps its input in a zero-padded
+    buffer. At step (i, j) (once per channel pass: the activations at (i, j)
+    change as the pixel's channels are sampled) the network is evaluated at
+    (i, j) only, layer by layer: the scaled pixel x[:, :, i, j] is written into
+    the first layer's buffer (and the previous pixel again, whose last channel
+    was sampled after its last step), each masked k x k layer writes its input at
+    (i, j) and convolves the (k//2 + 1) x k window ending there (rows above were
+    written when their pixels were stepped; the masked taps right of (i, j) are
+    dropped from the flattened weight),
+    and the 1x1 layers act on the (n, F) feature vector. Effective weights are
+    frozen once, here.
+    """
+
+    def __init__(self, model: PixelCNN, n: int, y: torch.Tensor | None):
+        self.model = model
+        p = next(model.parameters())
+        _, h, w = model.image_shape
+
+        def masked(layer: MaskedConv2d) -> tuple[PaddedBuffer, tuple[int, int], torch.Tensor, torch.Tensor]:
+            weight, bias = frozen(layer)
+            buffer = PaddedBuffer(n, layer.in_channels, h, w, layer.pad, device=p.device, dtype=p.dtype)
+            return channels_last(buffer), weight.shape[2:], flat_taps(weight), bias
+
+        self.input = masked(model.input_conv)
+        self.blocks = [
+            (frozen_pointwise(b.reduce), *masked(b.conv), _class_bias(b.class_bias, y), frozen_pointwise(b.expand))
+            for b in model.blocks
+        ]
+        self.out_hidden, self.out = frozen_pointwise(model.out_hidden), frozen_pointwise(model.out)
+        self.previous: tuple[int, int] | None = None  # the position stepped last
+
+    @staticmethod
+    def _masked_at(buffer: PaddedBuffer, kernel, flat: torch.Tensor, bias, value: torch.Tensor, i: int, j: int):
+        """Write a layer's input (n, F) at (i, j), return its output (n, out) there."""
+        buffer.write(i, j, value)
+        return conv_at_flat(buffer.window(i, j, *kernel), flat, bias)
+
+    def step(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """Parameters (n, head.n_params) at (i, j) of the partial integer image x (n, C, H, W)."""
+        if self.previous is not None and self.previous != (i, j):  # its last channel is final only now
+            self.input[0].write(*self.previous, self.model.scale(x[:, :, self.previous[0], self.previous[1]]))
+        self.previous = (i, j)
+        h = self._masked_at(*self.input, self.model.scale(x[:, :, i, j]), i, j)  # (n, 2h)
+        for reduce, buffer, kernel, flat, bias, class_bias, expand in self.blocks:
+            t = F.linear(F.relu(h), *reduce)  # (n, h)
+            t = self._masked_at(buffer, kernel, flat, bias, F.relu(t), i, j) + class_bias
+            h = h + F.linear(F.relu(t), *expand)
+        return F.linear(F.relu(F.linear(F.relu(h), *self.out_hidden)), *self.out)  # (n, C*K)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.models.base import AutoregressiveModel
+from pixelmodels.models.pixelcnnpp_cache import PixelCNNPPCache
 from pixelmodels.nn import (
     NIN,
     DownRightShiftedConv2d,
@@ -141,6 +142,10 @@ class PixelCNNPP(AutoregressiveModel):
                 u, ul = self.up_sample_u[level](u), self.up_sample_ul[level](ul)
         assert not us and not uls
         return self.out(F.elu(ul))  # (B, head.n_params, H, W)
+
+    def sampling_cache(self, n: int, y: torch.Tensor | None) -> PixelCNNPPCache:
+        """The cached sampler (``pixelcnnpp_cache``): ``step(x, i, j)`` -> params (n, P) at (i, j)."""
+        return PixelCNNPPCache(self, n, y)
 
     def initialize_from_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """Data-dependent initialization of every weight-normalized layer on a real batch (if enabled)."""

@@ -67,3 +67,60 @@ def conv_at(window: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 def conv_row(band: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1) -> torch.Tensor:
     """Output row (B, out, W_out) of a convolution over its (B, in, kh, padded width) input band."""
     return F.conv2d(band, weight, bias, stride=stride)[:, :, 0]
+
+
+def frozen_pointwise(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A 1x1 convolution's effective (out, in) matrix and bias, for ``F.linear`` on (B, in) feature vectors."""
+    weight, bias = frozen(layer)
+    return weight[:, :, 0, 0], bias
+
+
+def conv_transpose_row(row: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_row: int,
+                       left: int = 0) -> torch.Tensor:
+    """Output row ``out_row`` (B, out, 2 W) of a stride-2 transposed convolution with a kernel of height 2.
+
+    The layer is the shifted up-sampling of ``pixelmodels.nn.shifted``: output
+    padding 1, cropped to rows [0, 2 H) and columns [left, left + 2 W). Output row
+    R then gets kernel row R % 2 applied to input row R // 2 only; ``row`` is that
+    input row (B, in, W). ``weight`` is (in, out, 2, kw), as for ``F.conv_transpose2d``.
+    """
+    a = out_row % 2
+    out = F.conv_transpose2d(row[:, :, None], weight[:, :, a: a + 1], bias, stride=(1, 2), output_padding=(0, 1))
+    return out[:, :, 0, left: left + 2 * row.shape[-1]]
+
+
+def conv_transpose_at(value: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, i: int,
+                      j: int) -> torch.Tensor:
+    """Output (B, out) at (i, j) of a stride-2 transposed convolution with a 2x2 kernel, left/top aligned.
+
+    Output (i, j) gets kernel tap (i % 2, j % 2) applied to input (i // 2, j // 2)
+    only; ``value`` is that input (B, in). ``weight`` is (in, out, 2, 2).
+    """
+    out = value @ weight[:, :, i % 2, j % 2]
+    return out if bias is None else out + bias
+
+
+def channels_last(buffer: PaddedBuffer) -> PaddedBuffer:
+    """Store ``buffer`` channels-last (same values), so a window flattens with its features contiguous."""
+    buffer.data = buffer.data.contiguous(memory_format=torch.channels_last)
+    return buffer
+
+
+def flat_taps(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in, kh, kw) -> (out, L) for ``conv_at_flat``: taps in (kh, kw, in) order.
+
+    Trailing columns that are zero for every output (the masked taps after the
+    centre of a causal kernel) are dropped: they add exact zeros.
+    """
+    flat = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+    used = flat.ne(0).any(0).nonzero()
+    return flat[:, : int(used[-1]) + 1 if len(used) else 0].contiguous()
+
+
+def conv_at_flat(window: torch.Tensor, flat: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv_at`` with the weight given as ``flat_taps(weight)``: (B, in, kh, kw) window -> (B, out).
+
+    One matrix product; fastest on a ``channels_last`` buffer.
+    """
+    cols = window.permute(0, 2, 3, 1).reshape(window.shape[0], -1)[:, : flat.shape[1]]
+    return F.linear(cols, flat, bias)

@@ -1,0 +1,210 @@
+"""The cached sampling path of PixelCNN++: each activation computed once, when its inputs are final [1].
+
+Level l is the 1/2**l resolution (l = 0, 1, 2; H and W are divisible by 4).
+The step at image position (i, j) (pixels strictly before (i, j) final) does:
+
+* at j == 0, the u (down-shifted) stream, one row per level: u row r of level l
+  depends only on image rows < 2**l r and never on ul, so row i at level 0,
+  row i / 2 at level 1 (i even) and row i / 4 at level 2 (i % 4 == 0) are
+  computed once, in the network's order: the input convolution, the up-pass
+  blocks and the stride-2 down-sampling (levels 0 -> 1 -> 2), then the
+  down-pass blocks and the transposed up-sampling (2 -> 1 -> 0), whose output
+  row r reads its input row r // 2 only;
+* at every step, the ul (down-right-shifted) stream at one position per level:
+  ul (r, c) of level l depends only on pixels strictly before (2**l r, 2**l c),
+  so level 0 at every step, level 1 at (i / 2, j / 2) when i and j are even,
+  level 2 at (i / 4, j / 4) when both are multiples of 4, again up 0 -> 1 -> 2
+  then down 2 -> 1 -> 0; a transposed up-sampled ul (r, c) reads its input
+  (r // 2, c // 2) only. The aux inputs (u at the same position, the up-pass
+  skips) come from the current u rows and this step's up pass; the output head
+  reads the level-0 result.
+
+Every convolution reads a ``PaddedBuffer`` of its input: the image buffer holds
+[scaled x, ones] at real positions and zeros in the padding (as ``F.pad`` of
+the full pass), a gated block buffers the concat_elu of its input and of its
+hidden activation. Dropout is left out: the cache computes the eval-mode network.
+
+[1]: Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive
+     Models", https://arxiv.org/abs/1704.06001
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pixelmodels.nn.incremental import (
+    PaddedBuffer,
+    conv_at,
+    conv_row,
+    conv_transpose_at,
+    conv_transpose_row,
+    frozen,
+)
+from pixelmodels.nn.shifted import concat_elu
+
+
+def _pointwise_row(x: torch.Tensor, layer) -> torch.Tensor:
+    """A 1x1 convolution of a row (B, in, W) -> (B, out, W)."""
+    return conv_row(x[:, :, None], *layer)
+
+
+def _pointwise_at(x: torch.Tensor, layer) -> torch.Tensor:
+    """A 1x1 convolution at one position (B, in) -> (B, out)."""
+    return conv_at(x[:, :, None, None], *layer)
+
+
+class _Block:
+    """A ``GatedResNet`` computed one row (down-shifted convs) or one position (down-right) at a time."""
+
+    def __init__(self, block, y, n: int, height: int, width: int):
+        self.conv1, self.conv2 = frozen(block.conv1), frozen(block.conv2)
+        self.kh, self.kw = self.conv1[0].shape[2:]
+        self.aux = None if block.aux is None else frozen(block.aux)
+        bias = block.class_bias(y)
+        self.bias = bias[:, :, 0, 0].detach() if torch.is_tensor(bias) else None  # (n, 2F)
+        w = self.conv1[0]
+        self.x_buf = PaddedBuffer(n, w.shape[1], height, width, block.conv1.pad, w.device, w.dtype)
+        self.h_buf = PaddedBuffer(n, 2 * w.shape[0], height, width, block.conv2.pad, w.device, w.dtype)
+
+    def _gate(self, x: torch.Tensor, h: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        a, b = (h if bias is None else h + bias).chunk(2, dim=1)
+        return x + a * torch.sigmoid(b)
+
+    def row(self, r: int, x: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
+        """Block output at row r (B, F, W) from its input row x and aux row."""
+        self.x_buf.write_row(r, concat_elu(x))
+        h = conv_row(self.x_buf.rows(r, self.kh), *self.conv1)
+        if self.aux is not None:
+            h = h + _pointwise_row(concat_elu(aux), self.aux)
+        self.h_buf.write_row(r, concat_elu(h))
+        h = conv_row(self.h_buf.rows(r, self.kh), *self.conv2)
+        return self._gate(x, h, None if self.bias is None else self.bias[:, :, None])
+
+    def at(self, r: int, c: int, x: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
+        """Block output at (r, c) (B, F) from its input x and aux there."""
+        self.x_buf.write(r, c, concat_elu(x))
+        h = conv_at(self.x_buf.window(r, c, self.kh, self.kw), *self.conv1)
+        if self.aux is not None:
+            h = h + _pointwise_at(concat_elu(aux), self.aux)
+        self.h_buf.write(r, c, concat_elu(h))
+        h = conv_at(self.h_buf.window(r, c, self.kh, self.kw), *self.conv2)
+        return self._gate(x, h, self.bias)
+
+
+class PixelCNNPPCache:
+    """Activations of a ``PixelCNNPP`` for n images; ``step(x, i, j)`` -> params (n, P) at (i, j)."""
+
+    def __init__(self, model, n: int, y: torch.Tensor | None):
+        c, height, width = model.image_shape
+        f = model.options.n_filters
+        w = frozen(model.u_in)[0]
+        self.model, self.n, self.features, self.width = model, n, f, width
+        sizes = [(height >> level, width >> level) for level in range(3)]
+
+        def blocks(modules, level):
+            return [_Block(b, y, n, *sizes[level]) for b in modules]
+
+        def buffer(channels, level, pad):
+            return PaddedBuffer(n, channels, *sizes[level], pad, w.device, w.dtype)
+
+        # per level (0: full resolution); the model lists the down pass from 1/4 up
+        self.up_u = [blocks(model.up_u[level], level) for level in range(3)]
+        self.up_ul = [blocks(model.up_ul[level], level) for level in range(3)]
+        self.dn_u = [blocks(model.dn_u[2 - level], level) for level in range(3)]
+        self.dn_ul = [blocks(model.dn_ul[2 - level], level) for level in range(3)]
+        self.image = buffer(c + 1, 0, (1, 1, 1, 0))  # [scaled x, ones]; serves all three input convs
+        self.u_in, self.ul_above, self.ul_left = frozen(model.u_in), frozen(model.ul_in_above), frozen(model.ul_in_left)
+        self.down_u = [frozen(m) for m in model.down_u]  # level -> level + 1
+        self.down_ul = [frozen(m) for m in model.down_ul]
+        self.down_u_in = [buffer(f, level, m.pad) for level, m in enumerate(model.down_u)]
+        self.down_ul_in = [buffer(f, level, m.pad) for level, m in enumerate(model.down_ul)]
+        self.up_u_sample = [(*frozen(model.up_sample_u[1 - level]), model.up_sample_u[1 - level].left)
+                            for level in range(2)]  # level + 1 -> level
+        self.up_ul_sample = [frozen(model.up_sample_ul[1 - level]) for level in range(2)]
+        self.out = frozen(model.out)
+        self.ul_above_row = None  # (n, F, W): the ul input's part from the row above, for the current row
+        self.u_up = [None] * 3  # per level: the current u row's up-pass values [input, block 1, ...]
+        self.u_dn = [None] * 3  # per level: the current u row's down-pass block outputs
+        self.ul_dn = [None] + [torch.zeros(n, f, *sizes[level], device=w.device, dtype=w.dtype)
+                               for level in (1, 2)]  # down-pass outputs of levels 1, 2 (up-sampling inputs)
+
+    def _pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer pixels (n, C, ...) -> the network input [scaled x, ones] (n, C + 1, ...)."""
+        v = self.model.scale(x)
+        return torch.cat([v, torch.ones_like(v[:, :1])], dim=1)
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """Parameters (n, P) at (i, j); reads only the pixels of x before (i, j)."""
+        if j == 0:
+            if i > 0:
+                self.image.write_row(i - 1, self._pixels(x[:, :, i - 1]))
+            self._u_rows(i)
+        else:
+            self.image.write(i, j - 1, self._pixels(x[:, :, i, j - 1]))
+        ul = self._ul_positions(i, j)
+        return _pointwise_at(F.elu(ul), self.out)
+
+    def _u_rows(self, i: int) -> None:
+        """The u stream at image row i: its rows at every level whose row starts here."""
+        levels = [level for level in range(3) if i % (1 << level) == 0]
+        if i == 0:  # down_shift: zeros above the image
+            u = self.image.data.new_zeros(self.n, self.features, self.width)
+            self.ul_above_row = u
+        else:
+            u = conv_row(self.image.rows(i - 1, 2), *self.u_in)
+            self.ul_above_row = conv_row(self.image.rows(i, 1), *self.ul_above)
+        for level in levels:  # up pass
+            r = i >> level
+            if level > 0:
+                u = conv_row(self.down_u_in[level - 1].rows(r, 2, stride=2), *self.down_u[level - 1], stride=2)
+            values = [u]
+            for block in self.up_u[level]:
+                u = block.row(r, u)
+                values.append(u)
+            if level < 2:
+                self.down_u_in[level].write_row(r, u)
+            self.u_up[level] = values
+        for level in reversed(levels):  # down pass
+            r, values = i >> level, self.u_up[level]
+            if level == 2:
+                u, skips = values[-1], values[-2::-1]
+            else:
+                weight, bias, left = self.up_u_sample[level]
+                u, skips = conv_transpose_row(self.u_dn[level + 1][-1], weight, bias, r, left), values[::-1]
+            outs = []
+            for block, skip in zip(self.dn_u[level], skips, strict=True):
+                u = block.row(r, u, skip)
+                outs.append(u)
+            self.u_dn[level] = outs
+
+    def _ul_positions(self, i: int, j: int) -> torch.Tensor:
+        """The ul stream at every level's position that step (i, j) completes; returns level 0's output."""
+        levels = [level for level in range(3) if i % (1 << level) == 0 and j % (1 << level) == 0]
+        left = conv_at(self.image.window(i, j, 2, 1), *self.ul_left) if j > 0 else 0.0  # right_shift
+        ul = self.ul_above_row[:, :, j] + left
+        up = {}
+        for level in levels:  # up pass
+            r, c = i >> level, j >> level
+            if level > 0:
+                ul = conv_at(self.down_ul_in[level - 1].window(r, c, 2, 2, stride=2), *self.down_ul[level - 1])
+            values = [ul]
+            for block, u in zip(self.up_ul[level], self.u_up[level][1:], strict=True):
+                ul = block.at(r, c, ul, u[:, :, c])
+                values.append(ul)
+            if level < 2:
+                self.down_ul_in[level].write(r, c, ul)
+            up[level] = values
+        for level in reversed(levels):  # down pass
+            r, c, values = i >> level, j >> level, up[level]
+            if level == 2:
+                ul, skips = values[-1], values[-2::-1]
+            else:
+                below = self.ul_dn[level + 1][:, :, r // 2, c // 2]
+                ul, skips = conv_transpose_at(below, *self.up_ul_sample[level], r, c), values[::-1]
+            for block, u, skip in zip(self.dn_ul[level], self.u_dn[level], skips, strict=True):
+                ul = block.at(r, c, ul, torch.cat([u[:, :, c], skip], dim=1))
+            if level > 0:
+                self.ul_dn[level][:, :, r, c] = ul
+        return ul

@@ -1,0 +1,75 @@
+"""Cached sampling of the masked-convolution models (pixelcnn, gated-pixelcnn): deeper nets, odd shapes.
+
+The generic tests in test_sampling.py run the tiny presets on 8x8 images with
+the not-yet-sampled sub-pixels at 0; here the future holds fresh garbage at
+every step (so a cache that reads it, or keeps a stale value, fails), the
+known pixels of a completion are scattered, and the default widths are held
+to the float32 tolerance.
+"""
+
+import itertools
+
+import pytest
+import torch
+
+import pixelmodels
+from pixelmodels import create_model
+
+MODELS = ["pixelcnn", "gated-pixelcnn"]
+DEEPER = {  # tiny widths, more layers and wider kernels
+    "pixelcnn": {"n_blocks": 4, "kernel_size": 5},
+    "gated-pixelcnn": {"n_layers": 5, "kernel_size": 5, "input_kernel_size": 7},
+}
+
+
+def perturbed(name, c, n_classes, shape, likelihood="categorical", **overrides):
+    torch.manual_seed(0)
+    model = create_model(name, image_shape=(c,) + shape, n_bits=3, n_classes=n_classes, preset="tiny",
+                         likelihood=likelihood, **overrides)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))  # also makes the class biases nonzero
+    return model.eval()
+
+
+@pytest.mark.parametrize("name,likelihood", list(itertools.product(MODELS, ["categorical", "logistic-mixture"])))
+def test_cache_matches_a_full_pass_with_garbage_in_the_future(name, likelihood):
+    c, (h, w), n = 3, (7, 5), 2
+    model = perturbed(name, c, 4, (h, w), likelihood=likelihood, **DEEPER[name]).double()
+    y = torch.tensor([3, 1])
+    final = torch.randint(0, 8, (n, c, h, w))
+    cache = model.sampling_cache(n, y)
+    with torch.no_grad():
+        for i, j, ch in itertools.product(range(h), range(w), range(c)):
+            x = torch.randint(0, 8, (n, c, h, w))  # garbage after sub-pixel (ch, i, j)
+            x[:, :, :i] = final[:, :, :i]
+            x[:, :, i, :j] = final[:, :, i, :j]
+            x[:, :ch, i, j] = final[:, :ch, i, j]
+            torch.testing.assert_close(cache.step(x, i, j), model(x, y)[:, :, i, j], atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_cached_completion_of_a_scattered_mask_equals_the_reference(name):
+    model = perturbed(name, 3, None, (8, 6))
+    x = torch.randint(0, 8, (3, 3, 8, 6), dtype=torch.uint8)
+    known = torch.rand(8, 6, generator=torch.Generator().manual_seed(1)) < 0.5  # not a raster-order prefix
+    a = pixelmodels.complete(model, x, known, generator=torch.Generator().manual_seed(4), cached=True)
+    b = pixelmodels.complete(model, x, known, generator=torch.Generator().manual_seed(4), cached=False)
+    assert torch.equal(a, b) and torch.equal(a[:, :, known], x[:, :, known])
+    assert not torch.equal(a[:, :, ~known], x[:, :, ~known])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_cache_of_the_default_preset_is_within_float32_tolerance(name):
+    torch.manual_seed(0)  # a fresh model at its own init, class biases made nonzero
+    model = create_model(name, image_shape=(1, 3, 4), n_bits=8, n_classes=10).eval()
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if "embedding" in key:
+                p.normal_(0, 0.1)
+    y, x = torch.tensor([9, 0]), torch.randint(0, 256, (2, 1, 3, 4))
+    cache = model.sampling_cache(2, y)
+    with torch.no_grad():
+        full = model(x, y)
+        for i, j in itertools.product(range(3), range(4)):
+            torch.testing.assert_close(cache.step(x, i, j), full[:, :, i, j], atol=1e-5, rtol=1e-5)

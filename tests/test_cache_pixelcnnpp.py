@@ -1,0 +1,60 @@
+"""PixelCNN++'s cached sampler: the transposed-convolution pieces and larger, deeper nets than the generic tests."""
+
+import itertools
+
+import pytest
+import torch
+
+from pixelmodels import create_model
+from pixelmodels.nn import DownRightShiftedConvTranspose2d, DownShiftedConvTranspose2d
+from pixelmodels.nn.incremental import conv_transpose_at, conv_transpose_row, frozen
+
+
+def randomized(layer):
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn_like(p))
+    return layer
+
+
+def test_transposed_row_reads_one_input_row_and_matches_the_module():
+    layer = randomized(DownShiftedConvTranspose2d(3, 5))
+    x = torch.randn(2, 3, 4, 6)
+    full = layer(x)  # (2, 5, 8, 12)
+    weight, bias = frozen(layer)
+    for r in range(8):
+        row = conv_transpose_row(x[:, :, r // 2], weight, bias, r, layer.left)
+        torch.testing.assert_close(row, full[:, :, r], atol=1e-5, rtol=1e-5)
+
+
+def test_transposed_position_reads_one_input_position_and_matches_the_module():
+    layer = randomized(DownRightShiftedConvTranspose2d(3, 5))
+    x = torch.randn(2, 3, 4, 6)
+    full = layer(x)  # (2, 5, 8, 12)
+    weight, bias = frozen(layer)
+    for r, c in itertools.product(range(8), range(12)):
+        at = conv_transpose_at(x[:, :, r // 2, c // 2], weight, bias, r, c)
+        torch.testing.assert_close(at, full[:, :, r, c], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape,likelihood,n_classes", [((3, 16, 16), "logistic-mixture", 3),
+                                                        ((1, 12, 8), "categorical", None)])
+def test_cached_params_equal_the_full_pass_with_two_blocks_and_garbage_ahead(shape, likelihood, n_classes):
+    """Every step matches a full pass; pixels at and after (i, j) are fresh noise, which the cache must not read."""
+    torch.manual_seed(0)
+    model = create_model("pixelcnnpp", image_shape=shape, n_bits=2, n_classes=n_classes, preset="tiny",
+                         n_blocks=2, likelihood=likelihood)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # also gives the zero-initialized class biases a value
+    model.eval()
+    n, (c, h, w) = 2, shape
+    y = torch.tensor([2, 0]) if n_classes else None
+    x = torch.randint(0, 4, (n, c, h, w))
+    ahead = torch.ones(h, w, dtype=torch.bool)
+    with torch.no_grad():
+        cache = model.sampling_cache(n, y)
+        for i, j in itertools.product(range(h), range(w)):
+            x[:, :, ahead] = torch.randint(0, 4, (n, c, int(ahead.sum())))
+            torch.testing.assert_close(cache.step(x, i, j), model(x, y)[:, :, i, j], atol=1e-5, rtol=1e-5)
+            ahead[i, j] = False
