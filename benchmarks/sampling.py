@@ -22,7 +22,7 @@ from pixelmodels import create_model, list_models, sample
 from pixelmodels.sampling import reference_step
 
 
-def reference_seconds(model, n: int, probe_rows: int = 4, steps_per_row: int = 2) -> float:
+def reference_seconds(model, n: int, probe_rows: int = 3, steps_per_row: int = 1) -> float:
     """Estimated seconds of the reference path for one batch: per-row step cost, integrated."""
     c, h, w = model.image_shape
     x = torch.randint(0, 2**model.n_bits, (n, c, h, w))
