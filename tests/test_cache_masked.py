@@ -15,6 +15,8 @@ import torch
 import pixelmodels
 from pixelmodels import create_model
 
+from cachecheck import assert_cache_matches_full_pass, perturbed
+
 MODELS = ["pixelcnn", "gated-pixelcnn"]
 DEEPER = {  # tiny widths, more layers and wider kernels
     "pixelcnn": {"n_blocks": 4, "kernel_size": 5},
@@ -22,30 +24,12 @@ DEEPER = {  # tiny widths, more layers and wider kernels
 }
 
 
-def perturbed(name, c, n_classes, shape, likelihood="categorical", **overrides):
-    torch.manual_seed(0)
-    model = create_model(name, image_shape=(c,) + shape, n_bits=3, n_classes=n_classes, preset="tiny",
-                         likelihood=likelihood, **overrides)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))  # also makes the class biases nonzero
-    return model.eval()
-
-
 @pytest.mark.parametrize("name,likelihood", list(itertools.product(MODELS, ["categorical", "logistic-mixture"])))
 def test_cache_matches_a_full_pass_with_garbage_in_the_future(name, likelihood):
     c, (h, w), n = 3, (7, 5), 2
     model = perturbed(name, c, 4, (h, w), likelihood=likelihood, **DEEPER[name]).double()
     y = torch.tensor([3, 1])
-    final = torch.randint(0, 8, (n, c, h, w))
-    cache = model.sampling_cache(n, y)
-    with torch.no_grad():
-        for i, j, ch in itertools.product(range(h), range(w), range(c)):
-            x = torch.randint(0, 8, (n, c, h, w))  # garbage after sub-pixel (ch, i, j)
-            x[:, :, :i] = final[:, :, :i]
-            x[:, :, i, :j] = final[:, :, i, :j]
-            x[:, :ch, i, j] = final[:, :ch, i, j]
-            torch.testing.assert_close(cache.step(x, i, j), model(x, y)[:, :, i, j], atol=1e-10, rtol=1e-10)
+    assert_cache_matches_full_pass(model, y, torch.randint(0, 8, (n, c, h, w)))
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -129,7 +129,7 @@ class Trainer:
         self.run = RunConfig(model=self.model.config, data=run.data,
                              train=resolve_train_config(run.train, run.model.name))
         t = self.run.train
-        if not resume and hasattr(self.model, "initialize_from_data"):
+        if not resume:
             self.model.initialize_from_data(*next(self.batches(0)))
         if t.optimizer == "adam":
             self.opt = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=t.adam_betas)

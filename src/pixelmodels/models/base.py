@@ -17,6 +17,7 @@ import torch.nn as nn
 from pixelmodels.config import ModelConfig
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.likelihoods import make_head
+from pixelmodels.nn.init import data_dependent_init
 
 
 class AutoregressiveModel(nn.Module):
@@ -96,6 +97,12 @@ class AutoregressiveModel(nn.Module):
     def bits_per_dim(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Per-image bits per dimension, NLL / (ln 2 * C * H * W), in float32."""
         return -self.log_prob(x, y).float() / (math.log(2) * math.prod(self.image_shape))
+
+    def initialize_from_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """Data-dependent initialization of the weight-normalized layers on a real batch, for models with
+        options ``weight_norm`` and ``data_init`` both on (the trainer calls it on a new run's first batch)."""
+        if getattr(self.options, "weight_norm", False) and getattr(self.options, "data_init", False):
+            data_dependent_init(self, x, y)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -46,7 +46,6 @@ from pixelmodels.nn import (
     DownShiftedConv2d,
     DownShiftedConvTranspose2d,
     GatedResNet,
-    data_dependent_init,
     down_shift,
     right_shift,
 )
@@ -146,8 +145,3 @@ class PixelCNNPP(AutoregressiveModel):
     def sampling_cache(self, n: int, y: torch.Tensor | None) -> PixelCNNPPCache:
         """The cached sampler (``pixelcnnpp_cache``): ``step(x, i, j)`` -> params (n, P) at (i, j)."""
         return PixelCNNPPCache(self, n, y)
-
-    def initialize_from_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        """Data-dependent initialization of every weight-normalized layer on a real batch (if enabled)."""
-        if self.options.weight_norm and self.options.data_init:
-            data_dependent_init(self, x, y)

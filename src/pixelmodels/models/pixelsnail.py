@@ -63,7 +63,6 @@ from pixelmodels.nn import (
     DownRightShiftedConv2d,
     DownShiftedConv2d,
     GatedResNet,
-    data_dependent_init,
     down_shift,
     right_shift,
 )
@@ -190,8 +189,3 @@ class PixelSNAIL(AutoregressiveModel):
     def sampling_cache(self, n: int, y: torch.Tensor | None) -> PixelSNAILCache:
         """The cached sampler's state for ``n`` images with labels ``y`` (``pixelmodels.models.pixelsnail_cache``)."""
         return PixelSNAILCache(self, n, y)
-
-    def initialize_from_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        """Data-dependent initialization of every weight-normalized layer on a real batch (if enabled)."""
-        if self.options.weight_norm and self.options.data_init:
-            data_dependent_init(self, x, y)
