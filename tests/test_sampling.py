@@ -119,3 +119,12 @@ def test_cached_and_reference_samples_are_identical(name, likelihood, c, n_class
     ca = pixelmodels.complete(model, x, known, y, generator=torch.Generator().manual_seed(8), cached=True)
     cb = pixelmodels.complete(model, x, known, y, generator=torch.Generator().manual_seed(8), cached=False)
     assert torch.equal(ca, cb) and torch.equal(ca[:, :, known], x[:, :, known])
+
+
+def test_batch_size_splits_the_draw_into_consecutive_chunks():
+    model = trained_like("gated-pixelcnn", 1, 3)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    whole = pixelmodels.sample(model, 5, y, generator=torch.Generator().manual_seed(2), batch_size=2)
+    gen = torch.Generator().manual_seed(2)
+    parts = [pixelmodels.sample(model, len(c), c, generator=gen) for c in (y[:2], y[2:4], y[4:])]
+    assert whole.shape == (5, 1, 8, 8) and torch.equal(whole, torch.cat(parts))

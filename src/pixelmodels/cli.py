@@ -176,20 +176,23 @@ def cmd_generate(argv: list[str]) -> int:
     p.add_argument("--class", dest="klass", type=int, help="class label for a conditional model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/generated.png); the .npz goes beside it")
+    p.add_argument("--batch-size", type=int, default=256, help="images sampled at a time (bounds memory)")
     p.add_argument("--device", default="auto")
     ns = p.parse_args(argv)
+    if ns.batch_size < 1:
+        raise PixelModelsError(f"--batch-size: expected a positive number of images, found {ns.batch_size}")
     if ns.n < 1:
         raise PixelModelsError(f"--n: expected a positive number of images, found {ns.n}")
     model = ckpt.load(ns.run_dir, resolve_device(ns.device))
     if ns.klass is not None and model.n_classes is None:
         raise PixelModelsError("--class: this model is not conditional")
     if model.n_classes and ns.klass is None:
-        images, nrow = sample_grid(model, ns.n * model.n_classes, ns.seed)
+        images, nrow = sample_grid(model, ns.n * model.n_classes, ns.seed, ns.batch_size)
         labels = torch.arange(model.n_classes).repeat_interleave(nrow)
     else:
         gen = torch.Generator(next(model.parameters()).device).manual_seed(ns.seed)
         labels = None if ns.klass is None else torch.full((ns.n,), ns.klass)
-        images, nrow = sample(model, ns.n, labels, generator=gen, progress=True), None
+        images, nrow = sample(model, ns.n, labels, generator=gen, progress=True, batch_size=ns.batch_size), None
     out = ns.out or ns.run_dir / "generated.png"
     save_grid(images, out, model.n_bits, nrow)
     arrays = {"images": images.cpu().numpy().transpose(0, 2, 3, 1)}

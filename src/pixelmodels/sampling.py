@@ -26,7 +26,7 @@ from pixelmodels.errors import PixelModelsError
 
 @torch.no_grad()
 def sample(model, n: int, y=None, generator: torch.Generator | None = None, cached: bool = True,
-           progress: bool = False) -> torch.Tensor:
+           progress: bool = False, batch_size: int | None = None) -> torch.Tensor:
     """Draw ``n`` images from ``model``: uint8 (n, C, H, W) in [0, 2**n_bits).
 
     Args:
@@ -36,7 +36,16 @@ def sample(model, n: int, y=None, generator: torch.Generator | None = None, cach
         generator: a ``torch.Generator`` on the model's device, for reproducible samples.
         cached: use the cached-activations path where the model has one.
         progress: show a progress bar over rows.
+        batch_size: sample at most this many images at a time (to bound memory); the chunks
+            are drawn one after the other from the same generator.
     """
+    if batch_size is not None and n > batch_size:
+        labels = None if y is None else torch.as_tensor(y).reshape(-1).expand(n)
+        return torch.cat([
+            sample(model, min(batch_size, n - start), None if labels is None else labels[start:start + batch_size],
+                   generator, cached, progress)
+            for start in range(0, n, batch_size)
+        ])
     device = next(model.parameters()).device
     x = torch.zeros((n,) + tuple(model.image_shape), dtype=torch.long, device=device)
     known = torch.zeros(x.shape[2:], dtype=torch.bool, device=device)

@@ -103,15 +103,15 @@ def evaluate(model, dataset, batch_size: int = 256, device=None, limit: int | No
     return total / (n * math.prod(model.image_shape) * math.log(2))
 
 
-def sample_grid(model, n_samples: int, seed: int):
+def sample_grid(model, n_samples: int, seed: int, batch_size: int | None = None):
     """Samples for a grid: one row per class for a conditional model. Returns (images, images per row)."""
     device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
     if model.n_classes:
         per_class = max(1, math.ceil(n_samples / model.n_classes))
         y = torch.arange(model.n_classes, device=device).repeat_interleave(per_class)
-        return sample(model, len(y), y, generator=gen), per_class
-    return sample(model, n_samples, generator=gen), None
+        return sample(model, len(y), y, generator=gen, batch_size=batch_size), per_class
+    return sample(model, n_samples, generator=gen, batch_size=batch_size), None
 
 
 class Trainer:
