@@ -12,7 +12,6 @@ import itertools
 import pytest
 import torch
 
-import pixelmodels
 from pixelmodels import create_model
 
 from cachecheck import assert_cache_matches_full_pass, perturbed
@@ -30,17 +29,6 @@ def test_cache_matches_a_full_pass_with_garbage_in_the_future(name, likelihood):
     model = perturbed(name, c, 4, (h, w), likelihood=likelihood, **DEEPER[name]).double()
     y = torch.tensor([3, 1])
     assert_cache_matches_full_pass(model, y, torch.randint(0, 8, (n, c, h, w)))
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_cached_completion_of_a_scattered_mask_equals_the_reference(name):
-    model = perturbed(name, 3, None, (8, 6))
-    x = torch.randint(0, 8, (3, 3, 8, 6), dtype=torch.uint8)
-    known = torch.rand(8, 6, generator=torch.Generator().manual_seed(1)) < 0.5  # not a raster-order prefix
-    a = pixelmodels.complete(model, x, known, generator=torch.Generator().manual_seed(4), cached=True)
-    b = pixelmodels.complete(model, x, known, generator=torch.Generator().manual_seed(4), cached=False)
-    assert torch.equal(a, b) and torch.equal(a[:, :, known], x[:, :, known])
-    assert not torch.equal(a[:, :, ~known], x[:, :, ~known])
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -10,7 +10,6 @@ import itertools
 import pytest
 import torch
 
-import pixelmodels
 
 from cachecheck import assert_cache_matches_full_pass, perturbed
 
@@ -46,14 +45,3 @@ def test_diagonal_bilstm_cache_uses_the_image_path_of_the_reverse_direction():
             params.append(cache.step(image, 2, 0))
         torch.testing.assert_close(params[-1], model(image)[:, :, 2, 0], atol=1e-10, rtol=1e-10)
     assert not torch.allclose(params[0], params[1])
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_cached_completion_of_a_scattered_mask_equals_the_reference(name):
-    model = perturbed(name, 3, None, (8, 6))
-    x = torch.randint(0, 8, (3, 3, 8, 6), dtype=torch.uint8)
-    known = torch.rand(8, 6, generator=torch.Generator().manual_seed(1)) < 0.5  # not a raster-order prefix
-    a = pixelmodels.complete(model, x, known, generator=torch.Generator().manual_seed(4), cached=True)
-    b = pixelmodels.complete(model, x, known, generator=torch.Generator().manual_seed(4), cached=False)
-    assert torch.equal(a, b) and torch.equal(a[:, :, known], x[:, :, known])
-    assert not torch.equal(a[:, :, ~known], x[:, :, ~known])

@@ -8,6 +8,8 @@ import torch
 import pixelmodels
 from pixelmodels import create_model, list_models
 
+from cachecheck import perturbed
+
 CASES = list(itertools.product(list_models(), ["categorical", "logistic-mixture"], [1, 3], [None, 3]))
 
 
@@ -128,3 +130,14 @@ def test_batch_size_splits_the_draw_into_consecutive_chunks():
     gen = torch.Generator().manual_seed(2)
     parts = [pixelmodels.sample(model, len(c), c, generator=gen) for c in (y[:2], y[2:4], y[4:])]
     assert whole.shape == (5, 1, 8, 8) and torch.equal(whole, torch.cat(parts))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_cached_completion_of_a_scattered_mask_equals_the_reference(name):
+    model = perturbed(name, 3, None, (8, 8))
+    x = torch.randint(0, 8, (3, 3, 8, 8), dtype=torch.uint8)
+    known = torch.rand(8, 8, generator=torch.Generator().manual_seed(1)) < 0.5  # not a raster-order prefix
+    a = pixelmodels.complete(model, x, known, generator=torch.Generator().manual_seed(4), cached=True)
+    b = pixelmodels.complete(model, x, known, generator=torch.Generator().manual_seed(4), cached=False)
+    assert torch.equal(a, b) and torch.equal(a[:, :, known], x[:, :, known])
+    assert not torch.equal(a[:, :, ~known], x[:, :, ~known])
