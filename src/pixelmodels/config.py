@@ -68,6 +68,12 @@ class TrainConfig:
     n_samples: int = 16
     log_every: int = 10
     conditional: bool = False
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool | None = None
+    checkpoint_every_steps: int | None = None
+    max_bad_steps: int = 20
+    deterministic: bool = False
 
 
 @dataclass
