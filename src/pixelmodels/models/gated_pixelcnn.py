@@ -41,6 +41,7 @@ from pixelmodels.models.base import AutoregressiveModel
 from pixelmodels.nn import ClassBias, DownShiftedConv2d, MaskedConv2d, channel_groups, down_shift
 from pixelmodels.nn.incremental import (PaddedBuffer, channels_last, conv_at_flat, conv_row, flat_taps, frozen,
                                         frozen_pointwise)
+from pixelmodels.nn.shifted import maybe_weight_norm
 
 
 @dataclass
@@ -55,6 +56,8 @@ class GatedPixelCNNOptions:
         n_out_channels: features of the hidden 1x1 output layer.
         likelihood: "categorical" or "logistic-mixture" (channel-masked means and mixture weights).
         n_mixtures: components of the logistic mixture.
+        weight_norm: weight-normalize every convolution (per output feature, so every mask and thus
+            causality is kept; what ``main.py --norm_layer True`` gets instead of batch normalization).
     """
 
     n_channels: int = 128
@@ -64,6 +67,7 @@ class GatedPixelCNNOptions:
     n_out_channels: int = 1024
     likelihood: str = "categorical"
     n_mixtures: int = 10
+    weight_norm: bool = False
 
 
 PRESETS = {
@@ -118,6 +122,9 @@ class GatedPixelCNN(AutoregressiveModel):
         self.out_hidden = MaskedConv2d(n, options.n_out_channels, 1, "B", c)
         self.out = MaskedConv2d(options.n_out_channels, self.head.n_params, 1, "B", c,
                                 out_groups=self.head.param_groups())
+        if options.weight_norm:  # the mask multiplies the normalized weight, so it still zeroes the future
+            for conv in [m for m in self.modules() if isinstance(m, nn.Conv2d)]:
+                maybe_weight_norm(conv, True)
 
     @property
     def receptive_rows(self) -> int:
