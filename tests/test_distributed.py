@@ -116,7 +116,7 @@ def test_bf16_loss_is_close_to_fp32_on_the_same_batch():
 def test_bf16_training_runs_on_the_cpu(tmp_path, data, capsys, monkeypatch):
     monkeypatch.setenv("PIXELMODELS_NO_DOWNLOAD", "1")
     out = tmp_path / "bf16"
-    args = train_cmd(data, out, "gated-pixelcnn", 2, "--precision", "bf16")[3:]
+    args = train_cmd(data, out, "gated-pixelcnn", 2, "--precision", "bf16")[2:]
     assert main(args) == 0
     record = metrics(out)[-1]
     assert record["step"] == 2 and math.isfinite(record["test_bpd"])
@@ -136,8 +136,8 @@ def test_precision_errors_name_the_flag():
 def test_compiled_training_writes_checkpoints_that_load_without_compile(tmp_path, data, monkeypatch):
     monkeypatch.setenv("PIXELMODELS_NO_DOWNLOAD", "1")
     out, plain = tmp_path / "compiled", tmp_path / "plain"
-    assert main(train_cmd(data, out, "gated-pixelcnn", 2, "--compile")[3:]) == 0
-    assert main(train_cmd(data, plain, "gated-pixelcnn", 2)[3:]) == 0
+    assert main(train_cmd(data, out, "gated-pixelcnn", 2, "--compile")[2:]) == 0
+    assert main(train_cmd(data, plain, "gated-pixelcnn", 2)[2:]) == 0
     a, b = state(out)["model"], state(plain)["model"]
     assert a.keys() == b.keys()  # no "_orig_mod." prefixes
     for name in a:

@@ -112,7 +112,7 @@ def evaluate(model, dataset, batch_size: int = 256, device=None, limit: int | No
     autocast and the head in float32. Under torchrun each rank scores its part and the sums are added.
     """
     device = device or next(model.parameters()).device
-    forward = forward or model
+    forward = model if forward is None else forward
     n = len(dataset) if limit is None else min(limit, len(dataset))
     mine = shard(torch.arange(n), world)
     total = torch.zeros((), dtype=torch.float64, device=device)
