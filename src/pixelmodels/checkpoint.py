@@ -15,6 +15,7 @@ a crash at any moment leaves the previous complete file in place.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -28,33 +29,52 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from pixelmodels.config import ModelConfig, read_config
-from pixelmodels.errors import PixelModelsError
+from pixelmodels.errors import PixelModelsError, one_line
 from pixelmodels.models.registry import build_model
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "training_state.pt"
+# what a training state holds (training.Trainer.save writes them)
+STATE_KEYS = ("model", "ema", "optimizer", "scheduler", "step", "epoch", "batch_in_epoch", "rng_cpu")
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
+
+    Raises:
+        PixelModelsError: the write failed (disk full, no permission...); the
+            previous file, if any, is intact and no temporary file is left.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp, replaced = None, False
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
+        tmp, replaced = None, True
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        kept = "" if replaced else "; the previous file, if any, is unchanged"
+        raise PixelModelsError(f"{path}: {write_failure(e)}{kept}") from e
     finally:
-        os.close(dir_fd)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def write_failure(e: OSError) -> str:
+    """Why a write failed, in words: the disk is full, or the system's reason."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"could not write: the disk is full ({os.strerror(e.errno)})"
+    return f"could not write ({e.strerror or e})"
 
 
 def write_json(path: str | Path, obj) -> None:
@@ -85,25 +105,40 @@ def save_state(path: str | Path, state: dict) -> None:
 
 
 def load_state(path: str | Path, map_location="cpu") -> dict:
-    """Read training state without running any code from the file."""
+    """Read training state without running any code from the file.
+
+    Raises:
+        PixelModelsError: no such file, not a training state, or a pickle that
+            refers to anything but tensors and plain data (refused, never run).
+    """
     path = Path(path)
     if not path.is_file():
         raise PixelModelsError(f"{path}: no such file; expected a training state ({STATE})")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
         raise PixelModelsError(
-            f"{path}: refused to load: expected a training state of tensors and plain data ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''})"
+            f"{path}: refused to load: expected a training state of tensors and plain data "
+            f"({type(e).__name__}: {one_line(str(e).splitlines()[0] if str(e) else '')})"
         ) from None
+    missing = [k for k in STATE_KEYS if k not in state] if isinstance(state, dict) else None
+    if missing is None or missing:
+        found = f"a dict without {missing}" if missing else type(state).__name__
+        raise PixelModelsError(f"{path}: expected a training state, a dict with keys {list(STATE_KEYS)}; "
+                               f"found {found}")
+    return state
 
 
 def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """Load ``state`` into ``model``, refusing by name the first tensor that does not fit."""
+    if not isinstance(state, dict):
+        raise PixelModelsError(f"{source}: expected a dict of named tensors, found {type(state).__name__}")
     expected = model.state_dict()
     for name, tensor in expected.items():
         if name not in state:
             raise PixelModelsError(f"{source}: tensor {name!r} is missing; the checkpoint is of another model")
+        if not isinstance(state[name], torch.Tensor):
+            raise PixelModelsError(f"{source}: {name!r} is a {type(state[name]).__name__}, expected a tensor")
         if tuple(state[name].shape) != tuple(tensor.shape):
             raise PixelModelsError(
                 f"{source}: tensor {name!r} has shape {tuple(state[name].shape)}, the config's model expects "

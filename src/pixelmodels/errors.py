@@ -13,3 +13,13 @@ class PixelModelsError(Exception):
 
 class DatasetError(PixelModelsError):
     """A dataset is missing, corrupt or asked for in an unsupported way."""
+
+
+def one_line(exc: BaseException | str, limit: int = 300) -> str:
+    """An exception (or text) for a message: one line, at most ``limit`` characters.
+
+    Messages quote exceptions raised on file contents, which may hold newlines
+    and arbitrary bytes; a user-facing message stays one paragraph.
+    """
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

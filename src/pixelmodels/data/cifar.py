@@ -17,11 +17,12 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import DatasetError, one_line
 from .safe_pickle import load_pickle, plain_keys
 
 TARBALL = "cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"
+MAX_GZIP_RATIO = 1032  # deflate expands at most this much: bounds a member's real size
 BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 
@@ -49,7 +50,7 @@ def read_cifar(path: Path, split: str):
         try:
             raw = {batch: (path / batch).read_bytes() for batch in BATCHES[split]}
         except OSError as exc:
-            raise DatasetError(f"cannot read a CIFAR-10 batch: {exc}") from exc
+            raise DatasetError(f"cannot read a CIFAR-10 batch: {one_line(exc)}") from exc
         sources = {batch: str(path / batch) for batch in raw}
     else:
         raw = _read_members(path, BATCHES[split])
@@ -60,10 +61,29 @@ def read_cifar(path: Path, split: str):
 
 
 def _read_members(tarball: Path, names: list[str]) -> dict[str, bytes]:
-    """The bytes of the members of ``tarball`` whose base names are ``names``."""
+    """The bytes of the members of ``tarball`` whose base names are ``names``.
+
+    Headers are walked one by one, refusing a member that does not lie after the
+    one before it (a negative size sends Python's tarfile of 3.11 round in a loop)
+    or that declares more bytes than the archive can hold, so a corrupt header
+    can neither hang the reader nor make it allocate what the file does not have.
+    """
     try:
-        with tarfile.open(tarball, "r:*") as tar:
-            members = {PurePosixPath(m.name).name: m for m in tar.getmembers() if m.isfile()}
+        size = tarball.stat().st_size
+        with open(tarball, "rb") as f:
+            compressed = f.read(2) == b"\x1f\x8b"
+        limit = size * (MAX_GZIP_RATIO if compressed else 1)
+        with tarfile.open(tarball, "r:gz" if compressed else "r:") as tar:
+            members, end = {}, -1
+            while (member := tar.next()) is not None:
+                if member.offset <= end or member.size < 0 or member.size > limit:
+                    raise DatasetError(
+                        f"{tarball}: expected a tar.gz archive of CIFAR-10 batches, found a corrupt "
+                        f"header for {member.name!r} (offset {member.offset}, size {member.size} bytes)"
+                    )
+                end = member.offset
+                if member.isfile():
+                    members[PurePosixPath(member.name).name] = member  # a later member replaces an earlier one
             missing = [n for n in names if n not in members]
             if missing:
                 raise DatasetError(
@@ -71,10 +91,10 @@ def _read_members(tarball: Path, names: list[str]) -> dict[str, bytes]:
                     f"found no member named {', '.join(missing)}"
                 )
             return {n: tar.extractfile(members[n]).read() for n in names}
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error, RecursionError) as exc:
         raise DatasetError(
             f"{tarball}: expected a tar.gz archive of CIFAR-10 batches, "
-            f"cannot read it ({exc})"
+            f"cannot read it ({one_line(exc)})"
         ) from exc
 
 
@@ -95,8 +115,8 @@ def _parse_batch(data: bytes, source: str):
         raise DatasetError(f"{source}: expected 'data' as a uint8 array (N, 3072), found {found}")
     try:
         labels = np.asarray(batch["labels"], dtype=np.int64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise DatasetError(f"{source}: expected 'labels' as a list of ints ({exc})") from exc
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise DatasetError(f"{source}: expected 'labels' as a list of ints 0..9 ({one_line(exc)})") from exc
     if len(labels) != len(images):
         raise DatasetError(
             f"{source}: expected one label per image, found {len(images)} images "

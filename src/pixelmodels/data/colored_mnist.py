@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import DatasetError, one_line
 from .safe_pickle import load_pickle, plain_keys
 
 FILENAME = "mnist_colored.pkl"
@@ -33,7 +33,7 @@ def read_colored_mnist(path: Path, split: str) -> np.ndarray:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read the file ({exc})") from exc
+        raise DatasetError(f"{path}: cannot read the file ({one_line(exc)})") from exc
     content = load_pickle(data, str(path))
     if not isinstance(content, dict) or split not in plain_keys(content):
         found = sorted(map(str, plain_keys(content))) if isinstance(content, dict) \

@@ -54,10 +54,11 @@ def list_datasets() -> list[str]:
     return sorted(DATASET_INFO)
 
 
-def _check_bits(n_bits, high: int, what: str = "n_bits") -> int:
+def _check_bits(n_bits, high: int, what: str = "n_bits", flag: str = "") -> int:
     if isinstance(n_bits, bool) or not isinstance(n_bits, (int, np.integer)) \
             or not 1 <= n_bits <= high:
-        raise DatasetError(f"{what} must be an integer from 1 to {high}, found {n_bits!r}")
+        raise DatasetError(f"{what} must be an integer from 1 to {high}, found {n_bits!r}"
+                           + (f" ({flag})" if flag else ""))
     return int(n_bits)
 
 
@@ -166,7 +167,7 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {', '.join(SPLITS)}; found {split!r}")
     info = DATASET_INFO[key]
-    n_bits = info.n_bits if n_bits is None else _check_bits(n_bits, 8)
+    n_bits = info.n_bits if n_bits is None else _check_bits(n_bits, 8, flag="--n-bits")
     if n_bits > info.n_bits:
         raise DatasetError(
             f"{key} has {info.n_bits} bits per channel; --n-bits {n_bits} asked for more"

@@ -10,12 +10,13 @@ LANCZOS when enlarging). There are no labels.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..errors import DatasetError
+from ..errors import DatasetError, one_line
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -36,23 +37,31 @@ def list_images(root: Path, split: str) -> list[Path]:
 
 
 def load_image(path: Path, image_size: int, channels: int) -> np.ndarray:
-    """One image as a uint8 array (channels, image_size, image_size)."""
+    """One image as a uint8 array (channels, image_size, image_size).
+
+    Any failure to decode the file (Pillow raises many kinds of exception for
+    corrupt data) is a :class:`DatasetError` naming it. An image declaring more
+    than ``Image.MAX_IMAGE_PIXELS`` pixels is refused before it is decoded.
+    """
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB" if channels == 3 else "L")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image = ImageOps.exif_transpose(image).convert("RGB" if channels == 3 else "L")
+        width, height = image.size
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+        if side != image_size:
+            shrink = side > image_size
+            filter_ = Image.Resampling.BOX if shrink else Image.Resampling.LANCZOS
+            image = image.resize((image_size, image_size), filter_)
+        array = np.asarray(image, dtype=np.uint8)
+    except Exception as exc:  # OSError, SyntaxError, ValueError, struct.error, DecompressionBomb*...
         raise DatasetError(
-            f"{path}: expected a readable PNG or JPEG image, found unreadable data ({exc})"
+            f"{path}: expected a readable PNG or JPEG image, found unreadable data "
+            f"({type(exc).__name__}: {one_line(exc)})"
         ) from exc
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    image = image.crop((left, top, left + side, top + side))
-    if side != image_size:
-        shrink = side > image_size
-        filter_ = Image.Resampling.BOX if shrink else Image.Resampling.LANCZOS
-        image = image.resize((image_size, image_size), filter_)
-    array = np.asarray(image, dtype=np.uint8)
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 

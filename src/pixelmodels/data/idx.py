@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import DatasetError, one_line
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions (N, rows, cols)
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (N,)
@@ -29,7 +29,7 @@ def read_bytes(path: Path) -> bytes:
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
-        raise DatasetError(f"{path}: cannot read the file ({exc})") from exc
+        raise DatasetError(f"{path}: cannot read the file ({one_line(exc)})") from exc
     return data
 
 
