@@ -10,6 +10,7 @@ the file name.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 from pathlib import Path
@@ -23,11 +24,19 @@ LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension (N,)
 
 
 def read_bytes(path: Path) -> bytes:
-    """The contents of ``path``, gunzipped if it is a gzip file."""
+    """The contents of ``path``, gunzipped if it is a gzip file.
+
+    Deflate expands at most 1032-fold, so more output than that is refused (a gzip bomb) before it is
+    all in memory.
+    """
     try:
         data = path.read_bytes()
         if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
+            limit = 1032 * len(data) + 1024
+            data = gzip.GzipFile(fileobj=io.BytesIO(data)).read(limit + 1)
+            if len(data) > limit:
+                raise DatasetError(f"{path}: corrupt gzip file: it expands to more than {limit} bytes, "
+                                   "beyond what deflate can produce")
     except (OSError, EOFError, zlib.error) as exc:
         raise DatasetError(f"{path}: cannot read the file ({one_line(exc)})") from exc
     return data
