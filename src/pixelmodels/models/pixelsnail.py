@@ -53,6 +53,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.models.base import AutoregressiveModel
@@ -89,6 +90,9 @@ class PixelSNAILOptions:
         data_init: data-dependent initialization on the first training batch.
         attention: "sdpa" (memory linear in H*W where the backend allows) or
             "explicit" (the materialized H*W x H*W weights; a reference for tests and benchmarks).
+        checkpoint_activations: in training (gradients on), keep only each block's input and recompute
+            the block's activations during the backward pass (``torch.utils.checkpoint``, non-reentrant):
+            about one block's activations in memory instead of all of them, for a third more compute.
     """
 
     n_filters: int = 256
@@ -104,6 +108,7 @@ class PixelSNAILOptions:
     weight_norm: bool = True
     data_init: bool = True
     attention: str = "sdpa"
+    checkpoint_activations: bool = False
 
 
 PRESETS = {
@@ -182,8 +187,12 @@ class PixelSNAIL(AutoregressiveModel):
         background = self.background(x)
         x_pad = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (B, C+1, H, W)
         ul = down_shift(self.in_above(x_pad)) + right_shift(self.in_left(x_pad))  # strictly earlier pixels
-        for block in self.blocks:
-            ul = block(ul, x, background, y)
+        recompute = self.options.checkpoint_activations and torch.is_grad_enabled()
+        for block in self.blocks:  # recomputation draws the same dropout masks (the RNG state is kept)
+            if recompute:
+                ul = checkpoint(block, ul, x, background, y, use_reentrant=False)
+            else:
+                ul = block(ul, x, background, y)
         return self.out(F.elu(ul))  # (B, head.n_params, H, W)
 
     def sampling_cache(self, n: int, y: torch.Tensor | None) -> PixelSNAILCache:

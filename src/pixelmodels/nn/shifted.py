@@ -38,13 +38,13 @@ def maybe_weight_norm(layer: nn.Module, enabled: bool, init_scale: float = 1.0) 
 
 
 def down_shift(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W): row i takes row i-1's values; row 0 is zero."""
-    return F.pad(x, (0, 0, 1, 0))[:, :, :-1, :]
+    """(B, C, H, W): row i takes row i-1's values; row 0 is zero (one contiguous copy)."""
+    return F.pad(x[:, :, :-1, :], (0, 0, 1, 0))
 
 
 def right_shift(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W): column j takes column j-1's values; column 0 is zero."""
-    return F.pad(x, (1, 0, 0, 0))[:, :, :, :-1]
+    """(B, C, H, W): column j takes column j-1's values; column 0 is zero (one contiguous copy)."""
+    return F.pad(x[:, :, :, :-1], (1, 0, 0, 0))
 
 
 class DownShiftedConv2d(nn.Module):
@@ -111,8 +111,26 @@ class NIN(nn.Module):
 
 
 def concat_elu(x: torch.Tensor) -> torch.Tensor:
-    """ELU of [x, -x] along channels: keeps both signs' information (doubles the channels)."""
-    return F.elu(torch.cat([x, -x], dim=1))
+    """ELU of [x, -x] along channels: keeps both signs' information (doubles the channels).
+
+    The ELU runs in place on the concatenation, so autograd keeps one (B, 2C, H, W) tensor (its output,
+    which the ELU's backward uses) instead of two.
+    """
+    return F.elu(torch.cat([x, -x], dim=1), inplace=True)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout (as ``F.dropout``): zero each element with probability p, scale the rest by 1/(1-p).
+
+    The keep mask comes from ``torch.rand`` (float32, whatever x's dtype), about twice as fast on the
+    CPU as ``F.dropout``'s ``bernoulli_``, forward and backward together.
+    """
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    keep = torch.rand(x.shape, device=x.device) >= p
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
 class GatedResNet(nn.Module):
@@ -136,6 +154,8 @@ class GatedResNet(nn.Module):
         h = self.conv1(concat_elu(x))
         if self.aux is not None:
             h = h + self.aux(concat_elu(aux))
-        h = self.conv2(self.dropout(concat_elu(h))) + self.class_bias(y)
+        h = self.conv2(dropout(concat_elu(h), self.dropout.p, self.training))
+        if self.class_bias.embedding is not None and y is not None:  # no copy for the unconditional 0.0
+            h = h + self.class_bias(y)
         a, b = h.chunk(2, dim=1)
         return x + a * torch.sigmoid(b)
