@@ -33,8 +33,13 @@ def read_bytes(path: Path) -> bytes:
         data = path.read_bytes()
         if data[:2] == b"\x1f\x8b":
             limit = 1032 * len(data) + 1024
-            data = gzip.GzipFile(fileobj=io.BytesIO(data)).read(limit + 1)
-            if len(data) > limit:
+            out, size = [], 0
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+                while size <= limit and (chunk := f.read(1 << 22)):
+                    out.append(chunk)
+                    size += len(chunk)
+            data = b"".join(out)
+            if size > limit:
                 raise DatasetError(f"{path}: corrupt gzip file: it expands to more than {limit} bytes, "
                                    "beyond what deflate can produce")
     except (OSError, EOFError, zlib.error) as exc:
