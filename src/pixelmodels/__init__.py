@@ -5,6 +5,10 @@
 >>> images = pixelmodels.sample(model.eval(), 4)          # uint8 (4, 1, 28, 28)
 >>> model.bits_per_dim(images).shape
 torch.Size([4])
+>>> pixelmodels.score(model, images).bits_per_dim.shape     # also .nll, and .pixel_nll with per_pixel=True
+torch.Size([4])
+>>> pixelmodels.list_pretrained()                          # shipped trained models: load_pretrained(name)
+['fashion-mnist']
 """
 
 from pixelmodels.checkpoint import load, save_pretrained
@@ -12,11 +16,13 @@ from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pixelmodels.data import list_datasets, load_dataset
 from pixelmodels.errors import DatasetError, PixelModelsError
 from pixelmodels.models import create_model, list_models
+from pixelmodels.pretrained import list_pretrained, load_pretrained, pretrained_info
 from pixelmodels.sampling import complete, sample
+from pixelmodels.scoring import Scores, score
 from pixelmodels.training import evaluate, train
 
 __all__ = [
-    "DataConfig", "DatasetError", "ModelConfig", "PixelModelsError", "RunConfig", "TrainConfig",
-    "complete", "create_model", "evaluate", "list_datasets", "list_models", "load", "load_dataset",
-    "sample", "save_pretrained", "train",
+    "DataConfig", "DatasetError", "ModelConfig", "PixelModelsError", "RunConfig", "Scores", "TrainConfig",
+    "complete", "create_model", "evaluate", "list_datasets", "list_models", "list_pretrained", "load",
+    "load_dataset", "load_pretrained", "pretrained_info", "sample", "save_pretrained", "score", "train",
 ]

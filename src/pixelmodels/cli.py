@@ -22,9 +22,11 @@ import torch
 from pixelmodels import checkpoint as ckpt
 from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig, read_config
 from pixelmodels.data import list_datasets
+from pixelmodels.data.datasets import DATASET_INFO
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.imageio import save_grid
 from pixelmodels.models.registry import get_spec, list_models
+from pixelmodels.pretrained import list_pretrained, load_pretrained, pretrained_info
 
 HELP = {
     "dataset": f"one of {list_datasets()}",
@@ -141,27 +143,65 @@ def cmd_train(argv: list[str]) -> int:
     return 0
 
 
+# -- the model a command uses: a run directory or a shipped model ------------
+def add_model_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, nargs="?", metavar="RUN_DIR",
+                   help="a run directory (or a directory written by save_pretrained)")
+    p.add_argument("--pretrained", metavar="NAME", help=f"a model shipped with pixelmodels, one of {list_pretrained()}")
+
+
+def open_model(run_dir: Path | None, pretrained: str | None, device) -> tuple:
+    """(model, the DataConfig it was trained on or None, the folder for default outputs)."""
+    if (run_dir is None) == (pretrained is None):
+        raise PixelModelsError("expected a run directory or --pretrained NAME (one of "
+                               f"{list_pretrained()}), found {'both' if pretrained else 'neither'}")
+    if pretrained is not None:
+        model = load_pretrained(pretrained, device)
+        return model, DataConfig(dataset=pretrained_info(pretrained)["dataset"], n_bits=model.n_bits), Path(".")
+    model = ckpt.load(run_dir, device)
+    stored = read_config(run_dir / ckpt.CONFIG)
+    return model, (RunConfig.from_dict(stored).data if "data" in stored else None), run_dir
+
+
+def dataset_config(run_data: DataConfig | None, dataset: str | None, data_dir: str | None, model) -> DataConfig:
+    """--dataset / --data-dir over the dataset the model was trained on."""
+    if dataset is None:
+        if run_data is None:
+            raise PixelModelsError("--dataset: this model directory does not say which dataset it was trained on; "
+                                   f"expected --dataset NAME, one of {list_datasets()}")
+        return dataclasses.replace(run_data, data_dir=data_dir or run_data.data_dir)
+    c, size, _ = model.image_shape
+    folder = dict(image_size=size, channels=c) if dataset == "folder" else {}
+    info = DATASET_INFO.get(dataset)
+    n_bits = model.n_bits if info is not None and model.n_bits <= info.n_bits else None  # else: refused by name
+    return DataConfig(dataset=dataset, data_dir=data_dir, n_bits=n_bits, **folder)
+
+
 # -- evaluate / generate -----------------------------------------------------
 def cmd_evaluate(argv: list[str]) -> int:
     from pixelmodels.training import evaluate, load_data, resolve_device
 
     p = argparse.ArgumentParser(prog="pixelmodels evaluate", description="Bits/dim of a run's EMA weights.")
-    p.add_argument("run_dir", type=Path)
+    add_model_source(p)
+    p.add_argument("--dataset", help="dataset to evaluate on (default: the model's)")
     p.add_argument("--split", choices=["train", "test"], default="test")
     p.add_argument("--data-dir", help="where the dataset's files are now (default: as in the run's config)")
     p.add_argument("--limit", type=int, help="evaluate the first N images only")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
     ns = p.parse_args(argv)
-    run = RunConfig.from_dict(read_config(ns.run_dir / ckpt.CONFIG))
     device = resolve_device(ns.device)
-    model = ckpt.load(ns.run_dir, device)
-    data = dataclasses.replace(run.data, data_dir=ns.data_dir) if ns.data_dir else run.data
+    model, run_data, _ = open_model(ns.run_dir, ns.pretrained, device)
+    data = dataset_config(run_data, ns.dataset, ns.data_dir, model)
     dataset = load_data(data, ns.split)
+    if tuple(dataset.image_shape) != tuple(model.image_shape) or dataset.n_bits != model.n_bits:
+        raise PixelModelsError(f"--dataset: the model takes {model.n_bits}-bit images of shape {model.image_shape}, "
+                               f"{data.dataset} has {dataset.n_bits}-bit images of shape {dataset.image_shape}")
     bpd = evaluate(model, dataset, ns.batch_size, device, ns.limit)
     n = len(dataset) if ns.limit is None else min(ns.limit, len(dataset))
-    ckpt.write_json(ns.run_dir / f"evaluation_{ns.split}.json",
-                    {"split": ns.split, "bits_per_dim": bpd, "n_images": n, "weights": "ema"})
+    if ns.run_dir is not None:
+        ckpt.write_json(ns.run_dir / f"evaluation_{ns.split}.json",
+                        {"split": ns.split, "bits_per_dim": bpd, "n_images": n, "weights": "ema"})
     print(f"{ns.split} bits/dim: {bpd:.4f} ({n} images, EMA weights)")
     return 0
 
@@ -171,11 +211,12 @@ def cmd_generate(argv: list[str]) -> int:
     from pixelmodels.sampling import sample
 
     p = argparse.ArgumentParser(prog="pixelmodels generate", description="Sample a PNG grid and an .npz.")
-    p.add_argument("run_dir", type=Path)
+    add_model_source(p)
     p.add_argument("--n", type=int, default=16, help="images (per class for a conditional model without --class)")
     p.add_argument("--class", dest="klass", type=int, help="class label for a conditional model")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/generated.png); the .npz goes beside it")
+    p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/generated.png, or ./generated.png for "
+                   "--pretrained); the .npz goes beside it")
     p.add_argument("--batch-size", type=int, default=256, help="images sampled at a time (bounds memory)")
     p.add_argument("--device", default="auto")
     ns = p.parse_args(argv)
@@ -183,7 +224,9 @@ def cmd_generate(argv: list[str]) -> int:
         raise PixelModelsError(f"--batch-size: expected a positive number of images, found {ns.batch_size}")
     if ns.n < 1:
         raise PixelModelsError(f"--n: expected a positive number of images, found {ns.n}")
-    model = ckpt.load(ns.run_dir, resolve_device(ns.device))
+    model, _, home = open_model(ns.run_dir, ns.pretrained, resolve_device(ns.device))
+    if ns.klass is not None and model.n_classes and not 0 <= ns.klass < model.n_classes:
+        raise PixelModelsError(f"--class: expected a class 0..{model.n_classes - 1}, found {ns.klass}")
     if ns.klass is not None and model.n_classes is None:
         raise PixelModelsError("--class: this model is not conditional")
     if model.n_classes and ns.klass is None:
@@ -193,7 +236,7 @@ def cmd_generate(argv: list[str]) -> int:
         gen = torch.Generator(next(model.parameters()).device).manual_seed(ns.seed)
         labels = None if ns.klass is None else torch.full((ns.n,), ns.klass)
         images, nrow = sample(model, ns.n, labels, generator=gen, progress=True, batch_size=ns.batch_size), None
-    out = ns.out or ns.run_dir / "generated.png"
+    out = ns.out or home / "generated.png"
     save_grid(images, out, model.n_bits, nrow)
     arrays = {"images": images.cpu().numpy().transpose(0, 2, 3, 1)}
     if labels is not None:
@@ -209,7 +252,7 @@ def cmd_complete(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(prog="pixelmodels complete",
                                 description="Keep the top of dataset images and sample the rest.")
-    p.add_argument("run_dir", type=Path)
+    add_model_source(p)
     p.add_argument("--dataset", help="dataset to take images from (default: the run's)")
     p.add_argument("--data-dir", help="where the dataset's files are (default: as in the run's config)")
     p.add_argument("--split", choices=["train", "test"], default="test")
@@ -218,14 +261,13 @@ def cmd_complete(argv: list[str]) -> int:
     known_group.add_argument("--pixels", type=int, help="keep the first P pixels in raster order")
     p.add_argument("--n", type=int, default=8, help="images to complete (the first N of the split)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/completions.png); the .npz goes beside it")
+    p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/completions.png, or ./completions.png for "
+                   "--pretrained); the .npz goes beside it")
     p.add_argument("--device", default="auto")
     ns = p.parse_args(argv)
-    run = RunConfig.from_dict(read_config(ns.run_dir / ckpt.CONFIG))
     device = resolve_device(ns.device)
-    model = ckpt.load(ns.run_dir, device)
-    data = dataclasses.replace(run.data, dataset=ns.dataset or run.data.dataset,
-                               data_dir=ns.data_dir or (run.data.data_dir if not ns.dataset else None))
+    model, run_data, home = open_model(ns.run_dir, ns.pretrained, device)
+    data = dataset_config(run_data, ns.dataset, ns.data_dir, model)
     dataset = load_data(data, ns.split)
     _, h, w = model.image_shape
     if tuple(dataset.image_shape) != tuple(model.image_shape) or dataset.n_bits != model.n_bits:
@@ -249,7 +291,7 @@ def cmd_complete(argv: list[str]) -> int:
     done = complete(model, x, known, y, generator=gen, progress=True).cpu()
     occluded = x.clone()
     occluded[:, :, ~known] = (2**model.n_bits - 1) // 2  # unknown pixels shown grey
-    out = ns.out or ns.run_dir / "completions.png"
+    out = ns.out or home / "completions.png"
     save_grid(torch.cat([x, occluded, done]), out, model.n_bits, nrow=ns.n)
     np.savez(out.with_suffix(".npz"), originals=x.numpy().transpose(0, 2, 3, 1),
              known=known.numpy(), completions=done.numpy().transpose(0, 2, 3, 1))
@@ -257,7 +299,87 @@ def cmd_complete(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "generate": cmd_generate, "complete": cmd_complete}
+# -- score ---------------------------------------------------------------------
+def cmd_score(argv: list[str]) -> int:
+    from pixelmodels import scoring
+    from pixelmodels.training import load_data, resolve_device
+
+    p = argparse.ArgumentParser(
+        prog="pixelmodels score", usage="pixelmodels score (RUN_DIR | --pretrained NAME) [INPUT ...] [options]",
+        description="Bits/dim of every image of a dataset split or of image files and folders, as CSV rows "
+                    "(source,index,label,bits_per_dim,nll_nats); optionally a per-pixel NLL heat map per image.")
+    p.add_argument("paths", nargs="*", type=Path, metavar="RUN_DIR / INPUT",
+                   help="the run directory (unless --pretrained), then PNG/JPEG files or folders of them")
+    p.add_argument("--pretrained", metavar="NAME", help=f"a model shipped with pixelmodels, one of {list_pretrained()}")
+    p.add_argument("--dataset", help="score a dataset split (default, when no INPUT is given: the model's dataset)")
+    p.add_argument("--data-dir", help="where the dataset's files are (default: as in the run's config)")
+    p.add_argument("--split", choices=["train", "test"], default="test")
+    p.add_argument("--limit", type=int, help="score the first N images of the dataset only")
+    p.add_argument("--label", type=int, metavar="K",
+                   help="class label for a conditional model: all image files (and the dataset, instead of its labels)")
+    p.add_argument("--resize", action="store_true",
+                   help="convert image files to the model's channels and size (else another shape is an error)")
+    p.add_argument("--out", type=Path, help="CSV path (default: standard output)")
+    p.add_argument("--heatmap", type=Path, metavar="DIR", help="write a per-pixel NLL heat map PNG per image here "
+                   "(black: 0 bits, red, yellow, white: C * n_bits bits, a uniform guess, or more)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file or heat maps")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--device", default="auto")
+    ns = p.parse_args(argv)
+    if ns.pretrained is None and not ns.paths:
+        raise PixelModelsError(f"expected a run directory or --pretrained NAME (one of {list_pretrained()})")
+    run_dir, inputs = (None, ns.paths) if ns.pretrained else (ns.paths[0], ns.paths[1:])
+    if ns.limit is not None and ns.limit < 1:
+        raise PixelModelsError(f"--limit: expected a positive number of images, found {ns.limit}")
+    model, run_data, _ = open_model(run_dir, ns.pretrained, resolve_device(ns.device))
+    if ns.label is not None and not model.n_classes:
+        raise PixelModelsError("--label: this model is not conditional")
+    if ns.label is not None and not 0 <= ns.label < model.n_classes:
+        raise PixelModelsError(f"--label: expected a class 0..{model.n_classes - 1}, found {ns.label}")
+
+    parts = []
+    if ns.dataset is not None or not inputs:
+        data = dataset_config(run_data, ns.dataset, ns.data_dir, model)
+        dataset = load_data(data, ns.split)
+        if model.n_classes and ns.label is None and not dataset.n_classes:
+            raise PixelModelsError(f"--label: the model is conditional on {model.n_classes} classes and "
+                                   f"{data.dataset} has no labels; give --label K")
+        parts.append(scoring.dataset_inputs(dataset, model.image_shape, model.n_bits, ns.limit))
+    if inputs:
+        if model.n_classes and ns.label is None:
+            raise PixelModelsError(f"--label: the model is conditional on {model.n_classes} classes and image "
+                                   "files have no labels; give --label K")
+        parts.append(scoring.read_inputs(inputs, model.image_shape, model.n_bits, ns.resize))
+    batch = scoring.Inputs.cat(parts)
+    if ns.label is not None:
+        batch.labels = torch.full_like(batch.labels, ns.label)
+
+    names = scoring.heatmap_names(batch) if ns.heatmap else []
+    targets = ([ns.out] if ns.out else []) + [ns.heatmap / name for name in names]
+    taken = [t for t in targets if t.exists()]
+    if taken and not ns.overwrite:
+        raise PixelModelsError(f"--out / --heatmap: {taken[0]} already exists ({len(taken)} files would be "
+                               "replaced); use --overwrite to replace them")
+    result = scoring.score(model, batch.images, batch.labels if model.n_classes else None,
+                           batch_size=ns.batch_size, per_pixel=ns.heatmap is not None, progress=True)
+
+    table = scoring.scores_csv(batch, result)
+    if ns.out is None:
+        sys.stdout.write(table)
+    else:
+        ckpt.atomic_write(ns.out, table.encode())
+    for name, nll in zip(names, result.pixel_nll if ns.heatmap else []):
+        ckpt.atomic_write(ns.heatmap / name, scoring.heatmap_png(nll, model.image_shape[0] * model.n_bits))
+    n = len(batch.sources)
+    wrote = [str(ns.out)] if ns.out else []
+    wrote += [f"{n} heat maps in {ns.heatmap}"] if ns.heatmap else []
+    print(f"scored {n} images: mean bits/dim {result.bits_per_dim.double().mean().item() if n else float('nan'):.4f}"
+          + (f"; wrote {', '.join(wrote)}" if wrote else ""), file=sys.stdout if ns.out else sys.stderr)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "generate": cmd_generate, "complete": cmd_complete,
+            "score": cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
               "  evaluate  bits/dim of a run's EMA weights on a split\n"
               "  generate  sample images from a run\n"
               "  complete  keep the top of dataset images, sample the rest\n"
+              "  score     bits/dim (and per-pixel NLL heat maps) of dataset images or image files\n"
               "Run 'pixelmodels COMMAND --help' for a command's flags.", file=sys.stderr if argv else sys.stdout)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     try:
@@ -278,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"pixelmodels {argv[0]}: error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    except OSError as e:  # a plain write (grid, .npz, logs) that failed: disk full, read-only, ...
+        if debug:
+            raise
+        print(f"pixelmodels {argv[0]}: error: {e.filename or ''}: could not write or read ({e.strerror or e})",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,0 +1,70 @@
+"""The model shipped in the package: it loads, and scores the Fashion-MNIST test set as the README says."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import pixelmodels
+from pixelmodels.cli import main
+from pixelmodels.pretrained import METADATA, pretrained_path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def meta():
+    return json.loads((pretrained_path("fashion-mnist") / METADATA).read_text())
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIXELMODELS_NO_DOWNLOAD", "1")  # a test does not download 30 MB
+        try:
+            return pixelmodels.load_dataset("fashion-mnist", "test")
+        except pixelmodels.DatasetError as e:
+            pytest.skip(f"Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): {e}")
+
+
+def test_shipped_model_loads_and_is_described(meta):
+    assert "fashion-mnist" in pixelmodels.list_pretrained()
+    model = pixelmodels.load_pretrained("fashion-mnist")
+    assert not model.training and model.config.name == "gated-pixelcnn"
+    assert model.image_shape == (1, 28, 28) and model.n_bits == 8 and model.n_classes == 10
+    assert model.n_parameters() == meta["parameters"]
+    folder = pretrained_path("fashion-mnist")
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 5 * 2**20
+    readme = README.read_text()
+    assert meta["train_command"] in readme
+    assert f"{meta['test_bits_per_dim']:.4f}" in readme and f"{meta['first_500_test_bits_per_dim']:.4f}" in readme
+
+
+def test_shipped_model_bits_per_dim_matches_the_readme(meta, test_set):
+    model = pixelmodels.load_pretrained("fashion-mnist")
+    scores = pixelmodels.score(model, test_set.images[:500], test_set.labels[:500], batch_size=250)
+    bpd = scores.bits_per_dim.double().mean().item()
+    assert bpd == pytest.approx(meta["first_500_test_bits_per_dim"], abs=1e-3)
+    assert bpd == pytest.approx(meta["test_bits_per_dim"], abs=0.05)  # the slice stands for the whole test set
+
+
+def test_cli_uses_the_shipped_model(tmp_path, test_set, capsys):
+    image = tmp_path / "coat.png"
+    Image.fromarray(test_set.images[0, 0].numpy()).save(image)
+    label = int(test_set.labels[0])
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--pretrained", "fashion-mnist", str(image), "--label", str(label),
+                 "--out", str(out)]) == 0
+    row = out.read_text().splitlines()[1].split(",")
+    model = pixelmodels.load_pretrained("fashion-mnist")
+    with torch.no_grad():
+        direct = model.bits_per_dim(test_set.images[:1], label).item()
+    assert float(row[3]) == pytest.approx(direct, rel=1e-5)
+
+    png = tmp_path / "sneakers.png"
+    assert main(["generate", "--pretrained", "fashion-mnist", "--n", "2", "--class", "7", "--out", str(png)]) == 0
+    samples = np.load(png.with_suffix(".npz"))
+    assert samples["images"].shape == (2, 28, 28, 1) and samples["labels"].tolist() == [7, 7]
