@@ -245,3 +245,11 @@ def test_save_pretrained_on_a_full_disk_keeps_the_loadable_model(tmp_path, monke
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     loaded = pixelmodels.load(folder)
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), first.state_dict().values()))
+
+
+def test_atomic_write_gives_files_the_mode_of_a_normal_write(tmp_path):
+    from pixelmodels.checkpoint import atomic_write
+
+    atomic_write(tmp_path / "a.bin", b"x")
+    (tmp_path / "b.bin").write_bytes(b"x")
+    assert (tmp_path / "a.bin").stat().st_mode == (tmp_path / "b.bin").stat().st_mode

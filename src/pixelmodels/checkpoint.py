@@ -32,6 +32,9 @@ from pixelmodels.config import ModelConfig, read_config
 from pixelmodels.errors import PixelModelsError, one_line
 from pixelmodels.models.registry import build_model
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "training_state.pt"
@@ -51,6 +54,7 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result gets a normal file's mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
