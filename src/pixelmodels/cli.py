@@ -52,6 +52,12 @@ HELP = {
     "n_samples": "images in each sample grid (per class, rounded up, for a conditional model)",
     "log_every": "write training metrics every this many steps",
     "conditional": "condition the model on the dataset's class labels",
+    "precision": "fp32, bf16 (autocast, CPU or CUDA) or fp16 (autocast + gradient scaler, CUDA only)",
+    "compile": "run the training and evaluation forward passes through torch.compile",
+    "channels_last": "channels-last memory format (default: on for CUDA, off for CPU)",
+    "checkpoint_every_steps": "also write a checkpoint every N steps (one is always written at the end of an epoch)",
+    "max_bad_steps": "stop with an error after this many steps in a row with a non-finite loss (they are skipped)",
+    "deterministic": "torch.use_deterministic_algorithms: a resumed run repeats an uninterrupted one bitwise",
 }
 
 
