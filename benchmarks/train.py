@@ -20,6 +20,11 @@ of the two is used). Peak memory: the child's peak resident set size
     python benchmarks/train.py --quick              # smoke run (tiny presets), ~1 min
     python benchmarks/train.py --device cuda --large --batch-size 16
     python benchmarks/train.py --models gated-pixelcnn,pixelcnnpp --shapes 1x28x28 --dtypes fp32
+    python benchmarks/train.py --only-references --compile   # + rows with the forward under torch.compile
+
+With ``--compile`` every configuration runs twice, eagerly and with the model's forward under
+``torch.compile`` (as the trainer's ``--compile``: the loss's head stays eager); the compiled row's
+warm-up steps (at least one) include the compilation, whose seconds are printed.
 
 Reference configurations ("figures to beat": a reference PyTorch implementation,
 fp32, n_bits=8, 2 threads, images/s), mapped onto our options:
@@ -52,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -107,7 +113,7 @@ def sync(device: str) -> None:
 
 
 def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, steps: int,
-               max_seconds: float) -> dict:
+               max_seconds: float, compile: bool = False) -> dict:
     """Train ``cfg`` for warmup + timed steps in this process; the measurements as a dict."""
     import torch
 
@@ -123,6 +129,8 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
     flops = training_step_flops(model, x[:1]) * cfg.batch  # images are independent: linear in the batch
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    forward = torch.compile(model) if compile else model
+    scale = math.log(2) * c * h * w
     device_type = torch.device(device).type
     if device_type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -130,13 +138,17 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
     def step():
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
-            loss = model.bits_per_dim(x).mean()
+            params = forward(x)
+        loss = model.head.nll(params.float(), x).sum() / (scale * cfg.batch)  # bits/dim, float32
         loss.backward()
         optimizer.step()
         return loss
 
-    for _ in range(warmup):
+    start = time.perf_counter()
+    for _ in range(max(warmup, 1 if compile else 0)):
         step()
+    sync(device)
+    warmup_s = time.perf_counter() - start
     times = []
     while len(times) < max(1, steps) and (not times or sum(times) < max_seconds):
         sync(device)
@@ -151,7 +163,7 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return dict(images_per_s=cfg.batch / seconds, step_s=seconds, steps=len(times), flops=flops,
                 flops_per_s=flops / seconds, memory_mib=memory, loss=float(loss.detach()),
-                parameters=model.n_parameters(), threads=torch.get_num_threads())
+                parameters=model.n_parameters(), threads=torch.get_num_threads(), warmup_s=warmup_s)
 
 
 def matmul_peak(dtype: str, device: str, threads: int, n: int, seconds: float) -> float:
@@ -203,7 +215,7 @@ def worker(payload: dict) -> None:
         result = matmul_peak(payload["dtype"], payload["device"], payload["threads"], payload["n"], payload["seconds"])
     else:
         result = run_config(Config(**payload["config"]), payload["dtype"], payload["device"], payload["threads"],
-                            payload["warmup"], payload["steps"], payload["max_seconds"])
+                            payload["warmup"], payload["steps"], payload["max_seconds"], payload.get("compile", False))
     print(json.dumps(result))
 
 
@@ -228,6 +240,7 @@ def fmt(x, spec="{:.1f}", missing="-"):
 
 
 def table(rows, peaks, dtypes) -> None:
+    """The markdown table; ``dtypes`` are the columns' keys ("fp32", "bf16", "fp32 compiled", ...)."""
     fp32, bf16 = "fp32" in dtypes, "bf16" in dtypes
     head = ["configuration", "image", "batch", "parameters", "GFLOP / image (step)"]
     if fp32:
@@ -236,7 +249,10 @@ def table(rows, peaks, dtypes) -> None:
         head += ["bf16 images/s", "bf16 GFLOP/s", "of bf16 peak"]
     if fp32 and bf16:
         head += ["bf16 / fp32"]
-    head += [f"peak memory {d} (MiB)" for d in dtypes]
+    compiled = [d for d in dtypes if d.endswith(" compiled")]
+    head += [f"{d} images/s" for d in compiled]
+    plain = [d for d in dtypes if d not in compiled]
+    head += [f"peak memory {d} (MiB)" for d in plain]
     head += ["reference images/s"] + [f"{d} / reference" for d in dtypes]
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
@@ -246,7 +262,7 @@ def table(rows, peaks, dtypes) -> None:
         cells = [cfg.label + (" (checkpointed)" if cfg.overrides.get("checkpoint_activations") else ""), cfg.shape,
                  str(cfg.batch), fmt(any_r and any_r["parameters"], "{:,}"),
                  fmt(any_r and any_r["flops"] / cfg.batch / 1e9, "{:.2f}")]
-        for d in dtypes:
+        for d in plain:
             r = ok.get(d)
             if r is None:
                 cells += [res[d]["error"], "", ""]
@@ -256,7 +272,9 @@ def table(rows, peaks, dtypes) -> None:
         if fp32 and bf16:
             cells.append(fmt(ok["bf16"]["images_per_s"] / ok["fp32"]["images_per_s"] if "fp32" in ok and "bf16" in ok
                              else None, "{:.2f}x"))
-        cells += [fmt(ok[d]["memory_mib"], "{:,.0f}") if d in ok else "-" for d in dtypes]
+        cells += [fmt(ok[d]["images_per_s"], "{:.2f}" if ok[d]["images_per_s"] < 10 else "{:.1f}") if d in ok
+                  else res[d]["error"] for d in compiled]
+        cells += [fmt(ok[d]["memory_mib"], "{:,.0f}") if d in ok else "-" for d in plain]
         cells.append(fmt(cfg.reference, "{:g}"))
         cells += [fmt(ok[d]["images_per_s"] / cfg.reference if d in ok and cfg.reference else None, "{:.2f}x")
                   for d in dtypes]
@@ -281,6 +299,7 @@ def main() -> None:
     p.add_argument("--large", action="store_true", help="add pixelsnail:default and the large reference rows")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: tiny presets at 1x28x28, batch 4, one step, the first reference row")
+    p.add_argument("--compile", action="store_true", help="also time every row with the forward under torch.compile")
     p.add_argument("--device", default="cpu")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per child")
     p.add_argument("--memory-limit-gb", type=float, default=20.0, help="address-space limit per child (CPU)")
@@ -312,15 +331,18 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     before = {d: peak(d) for d in dtypes}
     print("matmul peak before: " + ", ".join(f"{d} {v / 1e9:.0f} GFLOP/s" for d, v in before.items()), flush=True)
+    columns = dtypes + ([f"{d} compiled" for d in dtypes] if args.compile else [])
     rows = []
     for cfg in todo:
         res = {}
-        for d in dtypes:
+        for key in columns:
+            d, compiled = key.split(" ")[0], key.endswith(" compiled")
             payload = dict(kind="config", config=asdict(cfg), dtype=d, device=args.device, threads=args.threads,
-                           warmup=args.warmup, steps=args.steps, max_seconds=args.max_seconds)
-            res[d] = r = child(args, payload)
-            shown = r.get("error") or f"{r['images_per_s']:.2f} images/s, {r['step_s']:.2f} s/step x {r['steps']}"
-            print(f"{cfg.label} {cfg.shape} b{cfg.batch} {d}: {shown} [{time.time() - start:.0f} s]", flush=True)
+                           warmup=args.warmup, steps=args.steps, max_seconds=args.max_seconds, compile=compiled)
+            res[key] = r = child(args, payload)
+            shown = r.get("error") or (f"{r['images_per_s']:.2f} images/s, {r['step_s']:.2f} s/step x {r['steps']}, "
+                                       f"warm-up {r['warmup_s']:.1f} s")
+            print(f"{cfg.label} {cfg.shape} b{cfg.batch} {key}: {shown} [{time.time() - start:.0f} s]", flush=True)
         rows.append((cfg, res))
     after = {d: peak(d) for d in dtypes}
     peaks = {d: max(before[d], after[d]) for d in dtypes}
@@ -335,7 +357,7 @@ def main() -> None:
     print("matmul peak (n=%d, best of before/after): " % peak_n + ", ".join(
         f"{d} {peaks[d] / 1e9:.0f} GFLOP/s (before {before[d] / 1e9:.0f}, after {after[d] / 1e9:.0f})"
         for d in dtypes) + "\n")
-    table(rows, peaks, dtypes)
+    table(rows, peaks, columns)
 
 
 if __name__ == "__main__":

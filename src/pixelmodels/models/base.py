@@ -79,7 +79,9 @@ class AutoregressiveModel(nn.Module):
             y = y.expand(x.shape[0])
         if y.shape[0] != x.shape[0]:
             raise PixelModelsError(f"labels: expected {x.shape[0]} labels, found {y.shape[0]}")
-        if y.numel() and (y.min() < 0 or y.max() >= self.n_classes):
+        # the range check reads the labels' values: skipped inside torch.compile (it would break the graph);
+        # the trainer's labels come from the dataset and the CLI checks --class
+        if y.numel() and not torch.compiler.is_compiling() and (y.min() < 0 or y.max() >= self.n_classes):
             bad = y[(y < 0) | (y >= self.n_classes)][0].item()
             raise PixelModelsError(f"labels: expected class labels in 0..{self.n_classes - 1}, found {bad}")
         return y
