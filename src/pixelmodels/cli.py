@@ -183,9 +183,20 @@ def dataset_config(run_data: DataConfig | None, dataset: str | None, data_dir: s
     return DataConfig(dataset=dataset, data_dir=data_dir, n_bits=n_bits, **folder)
 
 
+def load_model_data(model, data: DataConfig, split: str):
+    """The split of ``data``, refused unless its images have the model's shape and depth."""
+    from pixelmodels.training import load_data
+
+    dataset = load_data(data, split)
+    if tuple(dataset.image_shape) != tuple(model.image_shape) or dataset.n_bits != model.n_bits:
+        raise PixelModelsError(f"--dataset: the model takes {model.n_bits}-bit images of shape {model.image_shape}, "
+                               f"{data.dataset} has {dataset.n_bits}-bit images of shape {dataset.image_shape}")
+    return dataset
+
+
 # -- evaluate / generate -----------------------------------------------------
 def cmd_evaluate(argv: list[str]) -> int:
-    from pixelmodels.training import evaluate, load_data, resolve_device
+    from pixelmodels.training import evaluate, resolve_device
 
     p = argparse.ArgumentParser(prog="pixelmodels evaluate", description="Bits/dim of a run's EMA weights.")
     add_model_source(p)
@@ -198,11 +209,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     ns = p.parse_args(argv)
     device = resolve_device(ns.device)
     model, run_data, _ = open_model(ns.run_dir, ns.pretrained, device)
-    data = dataset_config(run_data, ns.dataset, ns.data_dir, model)
-    dataset = load_data(data, ns.split)
-    if tuple(dataset.image_shape) != tuple(model.image_shape) or dataset.n_bits != model.n_bits:
-        raise PixelModelsError(f"--dataset: the model takes {model.n_bits}-bit images of shape {model.image_shape}, "
-                               f"{data.dataset} has {dataset.n_bits}-bit images of shape {dataset.image_shape}")
+    dataset = load_model_data(model, dataset_config(run_data, ns.dataset, ns.data_dir, model), ns.split)
     bpd = evaluate(model, dataset, ns.batch_size, device, ns.limit)
     n = len(dataset) if ns.limit is None else min(ns.limit, len(dataset))
     if ns.run_dir is not None:
@@ -254,7 +261,7 @@ def cmd_generate(argv: list[str]) -> int:
 
 def cmd_complete(argv: list[str]) -> int:
     from pixelmodels.sampling import complete
-    from pixelmodels.training import load_data, resolve_device
+    from pixelmodels.training import resolve_device
 
     p = argparse.ArgumentParser(prog="pixelmodels complete",
                                 description="Keep the top of dataset images and sample the rest.")
@@ -273,12 +280,8 @@ def cmd_complete(argv: list[str]) -> int:
     ns = p.parse_args(argv)
     device = resolve_device(ns.device)
     model, run_data, home = open_model(ns.run_dir, ns.pretrained, device)
-    data = dataset_config(run_data, ns.dataset, ns.data_dir, model)
-    dataset = load_data(data, ns.split)
+    dataset = load_model_data(model, dataset_config(run_data, ns.dataset, ns.data_dir, model), ns.split)
     _, h, w = model.image_shape
-    if tuple(dataset.image_shape) != tuple(model.image_shape) or dataset.n_bits != model.n_bits:
-        raise PixelModelsError(f"--dataset: the model takes {model.n_bits}-bit images of shape {model.image_shape}, "
-                               f"{data.dataset} has {dataset.n_bits}-bit images of shape {dataset.image_shape}")
     if not 1 <= ns.n <= len(dataset):
         raise PixelModelsError(f"--n: expected 1 to {len(dataset)} images, found {ns.n}")
     known = torch.zeros(h, w, dtype=torch.bool)

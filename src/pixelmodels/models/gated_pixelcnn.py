@@ -83,11 +83,6 @@ def gate(x: torch.Tensor) -> torch.Tensor:
     return torch.tanh(a) * torch.sigmoid(b)
 
 
-def _plus(x: torch.Tensor, bias: torch.Tensor | float) -> torch.Tensor:
-    """x + a ``ClassBias``; x itself (no copy) when the model is unconditional (bias 0.0)."""
-    return x if isinstance(bias, float) else x + bias
-
-
 class GatedLayer(nn.Module):
     """One layer of both stacks; owns the horizontal residual connection."""
 
@@ -106,8 +101,8 @@ class GatedLayer(nn.Module):
         self.residual = not first
 
     def forward(self, v, h, y):
-        v_pre = _plus(self.v_conv(v), self.v_class(y))  # (B, 2n, H, W), rows <= i
-        h_pre = _plus(self.h_conv(h) + self.v_to_h(down_shift(v_pre)), self.h_class(y))
+        v_pre = self.v_class.add(self.v_conv(v), y)  # (B, 2n, H, W), rows <= i
+        h_pre = self.h_class.add(self.h_conv(h) + self.v_to_h(down_shift(v_pre)), y)
         h_new = self.h_out(gate(h_pre))
         return gate(v_pre), (h + h_new if self.residual else h_new)
 

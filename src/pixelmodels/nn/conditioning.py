@@ -19,3 +19,7 @@ class ClassBias(nn.Module):
         if self.embedding is None or y is None:
             return 0.0
         return self.embedding(y)[:, :, None, None]
+
+    def add(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """``x + self(y)``; x itself, without a copy, when there is no bias to add."""
+        return x if self.embedding is None or y is None else x + self(y)

@@ -146,7 +146,7 @@ class GatedResNet(nn.Module):
         super().__init__()
         self.conv1 = conv(2 * n, n, weight_norm=weight_norm)
         self.aux = NIN(2 * n_aux, n, weight_norm=weight_norm) if n_aux else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout
         self.conv2 = conv(2 * n, 2 * n, weight_norm=weight_norm, init_scale=0.1)
         self.class_bias = ClassBias(n_classes, 2 * n)
 
@@ -154,8 +154,6 @@ class GatedResNet(nn.Module):
         h = self.conv1(concat_elu(x))
         if self.aux is not None:
             h = h + self.aux(concat_elu(aux))
-        h = self.conv2(dropout(concat_elu(h), self.dropout.p, self.training))
-        if self.class_bias.embedding is not None and y is not None:  # no copy for the unconditional 0.0
-            h = h + self.class_bias(y)
+        h = self.class_bias.add(self.conv2(dropout(concat_elu(h), self.dropout, self.training)), y)
         a, b = h.chunk(2, dim=1)
         return x + a * torch.sigmoid(b)
