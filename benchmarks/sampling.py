@@ -26,7 +26,7 @@ def reference_seconds(model, n: int, probe_rows: int = 3, steps_per_row: int = 1
     """Estimated seconds of the reference path for one batch: per-row step cost, integrated."""
     c, h, w = model.image_shape
     x = torch.randint(0, 2**model.n_bits, (n, c, h, w))
-    y = torch.zeros(n, dtype=torch.long) if model.n_classes else None
+    y = model.condition(torch.zeros(n, dtype=torch.long), n) if model.n_classes else None
     rows = np.unique(np.linspace(0, h - 1, probe_rows).round().astype(int))
     per_row = []
     with torch.no_grad():
@@ -37,8 +37,7 @@ def reference_seconds(model, n: int, probe_rows: int = 3, steps_per_row: int = 1
                 reference_step(model, x, y, int(i), j)
             per_row.append((time.perf_counter() - start) / steps_per_row)
     step_cost = np.interp(np.arange(h), rows, per_row)  # seconds per step at each row
-    passes = c if model.channel_masked else 1
-    return float(step_cost.sum() * w * passes)
+    return float(step_cost.sum() * w * model.steps_per_position)
 
 
 def cached_seconds(model, n: int) -> float:
@@ -63,9 +62,6 @@ def main() -> None:
         for shape in args.shapes:
             image_shape = tuple(int(s) for s in shape.split("x"))
             model = create_model(name, image_shape=image_shape, n_bits=8, preset=args.preset).eval()
-            if not hasattr(model, "sampling_cache"):
-                print(f"| {name} | {shape} | {model.n_parameters():,} | - | no cached path | - |", flush=True)
-                continue
             ref = reference_seconds(model, args.batch)
             cached = cached_seconds(model, args.batch)
             print(f"| {name} | {shape} | {model.n_parameters():,} | {ref:.1f} | {cached:.2f} | {ref / cached:.0f}x |",

@@ -52,7 +52,7 @@ def test_jacobian_causality_and_batch_independence(name, likelihood, c, n_classe
         for ch in channels:
             xs = model.scale(x).requires_grad_(True)
             torch.manual_seed(1)  # same dropout mask in every pass
-            params = model.network(xs, y)
+            params = model.network(xs, model.condition(y))
             sel = params[b, :, i, j] if ch is None else params[b, groups == ch, i, j]
             (grad,) = torch.autograd.grad(sel.sum(), xs)
             others = torch.ones(B, dtype=torch.bool)

@@ -103,7 +103,7 @@ def test_model_is_causal_first_and_last_pixel(likelihood, c, n_classes, train):
     y = torch.tensor([1, 3]) if n_classes else None
     xs = m.scale(x).requires_grad_(True)
     torch.manual_seed(1)
-    params = m.network(xs, y)
+    params = m.network(xs, m.condition(y))
     for i, j in [(0, 0), (0, 1), (3, 5), (7, 7)]:
         (g,) = torch.autograd.grad(params[1, :, i, j].sum(), xs, retain_graph=True)
         seen = g.abs().sum(1) > 0  # (B, H, W)
@@ -115,7 +115,7 @@ def test_model_is_causal_first_and_last_pixel(likelihood, c, n_classes, train):
         x2 = x.clone()
         x2[:, :, i, j] = (x2[:, :, i, j] + 3) % 8
         torch.manual_seed(1)
-        params2 = m.network(m.scale(x2), y)
+        params2 = m.network(m.scale(x2), m.condition(y))
         later = torch.zeros(8, 8, dtype=torch.bool)
         later[i, j + 1:] = True
         later[i + 1:] = True

@@ -80,7 +80,7 @@ def test_same_generator_same_samples_other_generator_other_samples():
 
 def with_cache(name, c, n_classes, likelihood):
     model = trained_like(name, c, n_classes, likelihood=likelihood)
-    assert hasattr(model, "sampling_cache"), f"{name} has no cached sampling path"
+    assert model.cache_class is not None, f"{name} has no cached sampling path"
     return model
 
 

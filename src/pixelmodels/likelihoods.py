@@ -6,11 +6,13 @@ A head is the half of a model that turns the network's output ``params``
 * ``nll(params, x)``: negative log-likelihood in nats of the integer image
   ``x`` (B, C, H, W), per pixel (B, H, W), summed over the pixel's channels,
   computed in float32 (float64 for float64 params) even under bf16 autocast;
-* ``sample(params, noise)``: integer sub-pixel values (B, C) at one position from
-  that position's parameters (B, n_params) and random numbers ``noise`` drawn by
-  ``noise(batch, generator)`` (one ``torch.rand`` call of a fixed shape per
-  pixel). Sampling is a deterministic function of the noise, so two sampling
-  paths fed the same noise give the same images;
+* ``sample(params, noise, temperature=1.0)``: integer sub-pixel values (B, C) at
+  one position from that position's parameters (B, n_params) and random numbers
+  ``noise`` drawn by ``noise(batch, generator)`` (one ``torch.rand`` call of a
+  fixed shape per pixel). Sampling is a deterministic function of the noise, so
+  two sampling paths fed the same noise give the same images. ``temperature`` T
+  divides categorical logits by T; for the logistic mixture it divides the
+  mixture logits by T and multiplies the scales by T. T = 1 changes nothing;
 * ``param_groups()``: the image channel (n_params,) each parameter belongs
   to; a channel-masked network gives its output layer these groups, so a
   parameter of group g depends only on channels < g of the current pixel;
@@ -75,10 +77,14 @@ def categorical_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return -F.log_softmax(logits, dim=2).gather(2, x.long().unsqueeze(2)).squeeze(2).sum(dim=1)
 
 
-class CategoricalHead(nn.Module):
-    """A 2**n_bits-way softmax per sub-pixel.
+def _tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return logits if temperature == 1.0 else logits / temperature
 
-    ``params`` holds C contiguous blocks of K = 2**n_bits logits, block c for
+
+class CategoricalHead(nn.Module):
+    """A K-way softmax per sub-pixel: K = 2**n_bits intensities, or K = n_values codes.
+
+    ``params`` holds C contiguous blocks of K logits, block c for
     channel c (``param_groups() == arange(C*K) // K``). The head treats the
     channels as independent given the parameters: with a channel-masked network
     the logits of channel c already depend on channels < c of the same pixel.
@@ -86,11 +92,11 @@ class CategoricalHead(nn.Module):
 
     within_pixel = False
 
-    def __init__(self, n_channels: int, n_bits: int):
+    def __init__(self, n_channels: int, n_bits: int | None, n_values: int | None = None):
         super().__init__()
         self.n_channels = n_channels
         self.n_bits = n_bits
-        self.n_values = 2**n_bits
+        self.n_values = 2**n_bits if n_values is None else n_values
 
     @property
     def n_params(self) -> int:
@@ -114,9 +120,9 @@ class CategoricalHead(nn.Module):
         """Uniform random numbers for one position: (B, C, K) in [0, 1)."""
         return torch.rand(batch, self.n_channels, self.n_values, generator=generator, device=device)
 
-    def sample(self, params: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Gumbel-max sample (B, C) from one position's parameters (B, C*K)."""
-        return (self.logits(params) + gumbel(noise)).argmax(dim=-1)
+    def sample(self, params: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Gumbel-max sample (B, C) from one position's parameters (B, C*K), logits divided by ``temperature``."""
+        return (_tempered(self.logits(params), temperature) + gumbel(noise)).argmax(dim=-1)
 
 
 class AutoregressiveCategoricalHead(nn.Module):
@@ -125,7 +131,7 @@ class AutoregressiveCategoricalHead(nn.Module):
     For a network that sees only strictly earlier pixels: ``params`` are
     ``n_features`` features per position, not split by channel. A small masked
     network of 1x1 convolutions maps [features, the pixel's scaled channels] to
-    C blocks of K = 2**n_bits logits: a mask-A layer (features visible to every
+    C blocks of K logits (2**n_bits, or n_values codes): a mask-A layer (features visible to every
     group, channel c to groups > c) to ``hidden`` features in C contiguous
     groups, ReLU, a mask-B layer to the logits. So the logits of channel c see
     the features and channels < c only; for C = 1 it is an MLP on the features.
@@ -139,11 +145,13 @@ class AutoregressiveCategoricalHead(nn.Module):
 
     within_pixel = True
 
-    def __init__(self, n_channels: int, n_bits: int, n_features: int):
+    def __init__(self, n_channels: int, n_bits: int | None, n_features: int, n_values: int | None = None):
         super().__init__()
+        if n_bits is None and n_channels != 1:
+            raise PixelModelsError(f"categorical likelihood of codes: expected 1 channel, found {n_channels}")
         self.n_channels = n_channels
         self.n_bits = n_bits
-        self.n_values = 2**n_bits
+        self.n_values = 2**n_bits if n_values is None else n_values
         self.n_features = n_features
         c = n_channels
         hidden = -(-max(n_features, 32 * c) // c) * c  # a multiple of C
@@ -168,24 +176,29 @@ class AutoregressiveCategoricalHead(nn.Module):
             out = _conv(self.outer, h)
         return out.unflatten(1, (self.n_channels, self.n_values))
 
+    def _channels(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The pixel's channels as the small network reads them: scaled intensities; for codes (one channel,
+        which the mask hides from itself) zeros."""
+        return torch.zeros_like(x, dtype=dtype) if self.n_bits is None else scale_values(x, self.n_bits, dtype)
+
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel NLL in nats, (B, H, W), summed over channels."""
         x = x.long()
-        logits = self.logits(params, scale_values(x, self.n_bits, at_least_float32(params).dtype))
+        logits = self.logits(params, self._channels(x, at_least_float32(params).dtype))
         return categorical_nll(logits, x)
 
     def noise(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """Uniform random numbers for one position: (B, C, K) in [0, 1)."""
         return torch.rand(batch, self.n_channels, self.n_values, generator=generator, device=device)
 
-    def sample(self, params: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Sample (B, C) channel by channel (Gumbel-max) from one position's features (B, F)."""
+    def sample(self, params: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Sample (B, C) channel by channel (Gumbel-max, logits / ``temperature``) from one position's features."""
         p = at_least_float32(params)[:, :, None, None]  # (B, F, 1, 1)
         x = torch.zeros(p.shape[0], self.n_channels, 1, 1, dtype=torch.long, device=p.device)
         g = gumbel(noise)
         for c in range(self.n_channels):  # channels >= c are masked for channel c
-            logits = self.logits(p, scale_values(x, self.n_bits, p.dtype))[:, c, :, 0, 0]  # (B, K)
-            x[:, c, 0, 0] = (logits + g[:, c]).argmax(dim=-1)
+            logits = self.logits(p, self._channels(x, p.dtype))[:, c, :, 0, 0]  # (B, K)
+            x[:, c, 0, 0] = (_tempered(logits, temperature) + g[:, c]).argmax(dim=-1)
         return x[:, :, 0, 0]
 
 
@@ -300,11 +313,12 @@ class LogisticMixtureHead(nn.Module):
         """Uniform random numbers for one pixel: (B, K + C), K for the component, C for the values."""
         return torch.rand(batch, self.n_mixtures + self.n_channels, generator=generator, device=device)
 
-    def sample(self, params: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Sample (B, C) from one position's parameters (B, n_params)."""
+    def sample(self, params: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Sample (B, C) from one position's parameters (B, n_params); ``temperature`` divides the mixture
+        logits and multiplies the scales."""
         k, top = self.n_mixtures, 2**self.n_bits - 1
         logits, means, log_scales, coeffs = self.split(params)
-        component = (logits + gumbel(noise[:, :k])).argmax(dim=1)  # (B,)
+        component = (_tempered(logits, temperature) + gumbel(noise[:, :k])).argmax(dim=1)  # (B,)
         pick = component[:, None, None].expand(-1, means.shape[1], 1)
         means, log_scales = means.gather(2, pick)[..., 0], log_scales.gather(2, pick)[..., 0]  # (B, C)
         if coeffs is not None:
@@ -316,7 +330,8 @@ class LogisticMixtureHead(nn.Module):
                 xs = [scale_values(v, self.n_bits, means.dtype) for v in values]
                 mean = mean + (coeffs[:, 0] * xs[0] if c == 1 else coeffs[:, 1] * xs[0] + coeffs[:, 2] * xs[1])
             u = noise[:, k + c].to(means.dtype).clamp(1e-5, 1.0 - 1e-5)
-            v = mean + torch.exp(log_scales[:, c]) * (torch.log(u) - torch.log1p(-u))
+            scale = torch.exp(log_scales[:, c]) if temperature == 1.0 else torch.exp(log_scales[:, c]) * temperature
+            v = mean + scale * (torch.log(u) - torch.log1p(-u))
             values.append(torch.round((v + 1) / 2 * top).clamp(0, top).long())
         return torch.stack(values, dim=1)
 
@@ -326,26 +341,30 @@ HEADS = {"categorical": CategoricalHead, "logistic-mixture": LogisticMixtureHead
 channel-masked is :class:`AutoregressiveCategoricalHead`."""
 
 
-def make_head(name: str, n_channels: int, n_bits: int, *, n_mixtures: int = 10, masked: bool = True,
-              n_features: int | None = None) -> nn.Module:
+def make_head(name: str, n_channels: int, n_bits: int | None, *, n_mixtures: int = 10, masked: bool = True,
+              n_features: int | None = None, n_codes: int | None = None) -> nn.Module:
     """Build the likelihood head called ``name`` (see ``HEADS``).
 
     Args:
         name: "categorical" or "logistic-mixture".
-        n_channels, n_bits: the images' C and bit depth.
+        n_channels, n_bits: the images' C and bit depth (n_bits None for codes).
         n_mixtures: components of the logistic mixture (ignored by "categorical").
         masked: whether the network is channel-masked; a categorical head after
             an unmasked network models the channels within a pixel itself.
         n_features: features per position of an unmasked network; needed by
             "categorical" with ``masked=False`` only.
+        n_codes: K for maps of K unordered codes (one channel): a K-way categorical.
     """
     if name not in HEADS:
         raise PixelModelsError(f"--likelihood: unknown likelihood {name!r}; expected one of {sorted(HEADS)}")
     if name == "logistic-mixture":
+        if n_codes is not None:
+            raise PixelModelsError("--likelihood: logistic-mixture is for ordinal intensities; a model of "
+                                   f"{n_codes} unordered codes needs categorical, found logistic-mixture")
         return LogisticMixtureHead(n_channels, n_bits, n_mixtures)
     if masked:
-        return CategoricalHead(n_channels, n_bits)
+        return CategoricalHead(n_channels, n_bits, n_codes)
     if n_features is None:
         raise PixelModelsError("likelihood 'categorical' after a network that is not channel-masked "
                                "needs n_features (the network's features per position); found none")
-    return AutoregressiveCategoricalHead(n_channels, n_bits, n_features)
+    return AutoregressiveCategoricalHead(n_channels, n_bits, n_features, n_codes)

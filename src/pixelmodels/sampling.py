@@ -8,9 +8,15 @@ Two paths give the parameters at the current position:
   rows above it, it runs on those rows only: every value in the dependency cone
   of row i is then computed from the same inputs, so the result is the full
   pass's;
-* the *cached* path (``cached=True``, for models with ``sampling_cache``) keeps
-  every layer's activations and computes, at each step, only what the new
-  pixel changes (Ramachandran et al. 2017, https://arxiv.org/abs/1704.06001).
+* the *cached* path (``cached=True``) keeps every layer's activations and
+  computes, at each step, only what the new pixel changes (Ramachandran et al.
+  2017, https://arxiv.org/abs/1704.06001): the model's ``SamplingCache``
+  (``pixelmodels.models.base``), stepped ``model.steps_per_position`` times at
+  every position.
+
+The condition (class labels, a vector or a spatial map) is turned into a
+``Condition`` once per run. ``temperature`` reshapes every position's
+distribution (``pixelmodels.likelihoods``) the same way on both paths.
 
 Random numbers are drawn once per pixel by ``head.noise``, in the same order and
 shape on both paths, so both give the same images for the same generator.
@@ -24,42 +30,72 @@ from tqdm.auto import tqdm
 from pixelmodels.errors import PixelModelsError
 
 
+def _per_example(value, n: int, shape: tuple | None):
+    """A condition or labels given once for all n examples -> one per example (a view); else as given."""
+    if value is None:
+        return None
+    value = torch.as_tensor(value)
+    if shape is None:  # labels
+        return value.reshape(-1).expand(n) if value.numel() == 1 else value
+    return value.expand(n, *shape) if tuple(value.shape) == tuple(shape) else value
+
+
+def _output(model, x: torch.Tensor) -> torch.Tensor:
+    """Images as uint8, code maps as int64."""
+    return x if model.n_codes else x.to(torch.uint8)
+
+
+def _check_temperature(temperature) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not 0 < temperature <= 100 or temperature != temperature:
+        raise PixelModelsError(f"--temperature: expected a number in (0, 100], found {temperature!r}")
+    return float(temperature)
+
+
 @torch.no_grad()
-def sample(model, n: int, y=None, generator: torch.Generator | None = None, cached: bool = True,
-           progress: bool = False, batch_size: int | None = None) -> torch.Tensor:
-    """Draw ``n`` images from ``model``: uint8 (n, C, H, W) in [0, 2**n_bits).
+def sample(model, n: int, y=None, cond=None, generator: torch.Generator | None = None, cached: bool = True,
+           progress: bool = False, batch_size: int | None = None, temperature: float = 1.0) -> torch.Tensor:
+    """Draw ``n`` images from ``model``: uint8 (n, C, H, W) in [0, 2**n_bits), or int64 code maps in [0, n_codes).
 
     Args:
         model: a registered model (use its EMA weights, in eval mode: ``pixelmodels.load``).
         n: number of images.
         y: class labels for a conditional model: an int for all images or a tensor (n,).
+        cond: the condition of a model with ``cond_shape``: one for all images, ``cond_shape``,
+            or one each, (n, *cond_shape).
         generator: a ``torch.Generator`` on the model's device, for reproducible samples.
-        cached: use the cached-activations path where the model has one.
+        cached: use the cached-activations path (else the reference path).
         progress: show a progress bar over rows.
         batch_size: sample at most this many images at a time (to bound memory); the chunks
             are drawn one after the other from the same generator.
+        temperature: T > 0 sharpens (T < 1) or flattens (T > 1) every position's distribution
+            (see ``pixelmodels.likelihoods``); 1 samples the model.
     """
+    temperature = _check_temperature(temperature)
     if batch_size is not None and n > batch_size:
-        labels = None if y is None else torch.as_tensor(y).reshape(-1).expand(n)
+        labels, conds = _per_example(y, n, None), _per_example(cond, n, model.cond_shape)
         return torch.cat([
             sample(model, min(batch_size, n - start), None if labels is None else labels[start:start + batch_size],
-                   generator, cached, progress)
+                   None if conds is None else conds[start:start + batch_size], generator, cached, progress,
+                   temperature=temperature)
             for start in range(0, n, batch_size)
         ])
     device = next(model.parameters()).device
     x = torch.zeros((n,) + tuple(model.image_shape), dtype=torch.long, device=device)
     known = torch.zeros(x.shape[2:], dtype=torch.bool, device=device)
-    return _fill(model, x, known, y, generator, cached, progress).to(torch.uint8)
+    return _output(model, _fill(model, x, known, y, cond, generator, cached, progress, temperature))
 
 
 @torch.no_grad()
 def complete(model, x: torch.Tensor, known: torch.Tensor, y=None, generator: torch.Generator | None = None,
-             cached: bool = True, progress: bool = False) -> torch.Tensor:
+             cached: bool = True, progress: bool = False, cond=None, temperature: float = 1.0) -> torch.Tensor:
     """Keep the pixels of ``x`` (n, C, H, W) where ``known`` (H, W) is True, sample the others in raster order.
 
     ``known`` is usually the first k rows or a raster-order prefix; any mask works
-    (unknown pixels are conditioned on every known pixel before them only).
+    (unknown pixels are conditioned on every known pixel before them only). ``cond`` and
+    ``temperature`` as for ``sample``.
     """
+    temperature = _check_temperature(temperature)
     device = next(model.parameters()).device
     known = torch.as_tensor(known, dtype=torch.bool, device=device)
     if tuple(known.shape) != tuple(model.image_shape[1:]):
@@ -67,38 +103,36 @@ def complete(model, x: torch.Tensor, known: torch.Tensor, y=None, generator: tor
                                f"found {tuple(known.shape)}")
     x = x.to(device).long().clone()
     model.check_input(x, y)
-    return _fill(model, x, known, y, generator, cached, progress).to(torch.uint8)
+    return _output(model, _fill(model, x, known, y, cond, generator, cached, progress, temperature))
 
 
-def _labels(model, n: int, y, device) -> torch.Tensor | None:
-    if model.n_classes is None:
-        return None
-    return model.check_input(torch.zeros((n,) + tuple(model.image_shape), device=device), y)
-
-
-def reference_step(model, x: torch.Tensor, y, i: int, j: int) -> torch.Tensor:
-    """Parameters (n, P) at (i, j) from a full forward pass (on the rows that can reach row i)."""
+def reference_step(model, x: torch.Tensor, c, i: int, j: int) -> torch.Tensor:
+    """Parameters (n, P) at (i, j) from a full forward pass (on the rows that can reach row i); c: the Condition."""
     h = x.shape[2]
     reach = model.receptive_rows
     top, bottom = (0, h) if reach is None else (max(0, i - reach), i + 1)
-    return model.network(model.scale(x[:, :, top:bottom]), y)[:, :, i - top, j]
+    c = c if c is None or (top, bottom) == (0, h) else c.rows(top, bottom)
+    return model.network(model.embed(x[:, :, top:bottom]), c)[:, :, i - top, j]
 
 
-def _fill(model, x, known, y, generator, cached, progress):
-    n, c, h, w = x.shape
-    y = _labels(model, n, y, x.device)
-    passes = c if model.channel_masked else 1
-    cache = model.sampling_cache(n, y) if cached and hasattr(model, "sampling_cache") else None
-    step = (lambda i, j: cache.step(x, i, j)) if cache is not None else (lambda i, j: reference_step(model, x, y, i, j))
+def _fill(model, x, known, y, cond, generator, cached, progress, temperature):
+    n, _, h, w = x.shape
+    passes = model.steps_per_position
+    if cached:
+        cache = model.sampling_cache(n, y, cond)
+        step = cache.step
+    else:
+        c = model.condition(y, n, cond)
+        step = lambda x, i, j: reference_step(model, x, c, i, j)  # noqa: E731
     for i in tqdm(range(h), desc="sampling rows", disable=not progress, leave=False):
         for j in range(w):
             if known[i, j]:
-                if cache is not None:
-                    cache.step(x, i, j)  # the cache must see every position once
+                if cached:
+                    step(x, i, j)  # the cache sees every position; once, since the whole pixel is known
                 continue
             noise = model.head.noise(n, generator, x.device)
             for channel in range(passes):
-                values = model.head.sample(step(i, j), noise)  # (n, C)
+                values = model.head.sample(step(x, i, j), noise, temperature)  # (n, C)
                 if model.channel_masked:
                     x[:, channel, i, j] = values[:, channel]
                 else:

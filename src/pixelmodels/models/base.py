@@ -1,9 +1,17 @@
-"""The model contract: a causal network plus a likelihood head.
+"""The model contract: a causal network plus a likelihood head, and the cache protocol.
 
-``model(x, y)`` maps integer images (what the dataset yields) and optional
-class labels to distribution parameters at every position;
-``model.log_prob`` and ``model.bits_per_dim`` score images through the head.
-Subclasses implement ``network(x_scaled, y)``.
+``model(x, y, cond)`` maps integer inputs (what the dataset yields: images of
+``n_bits`` intensities, or maps of ``n_codes`` unordered codes) and the optional
+class labels and condition (a vector (B, D) or a spatial map (B, D, h, w)) to
+distribution parameters at every position; ``model.log_prob`` and
+``model.bits_per_dim`` score them through the head. Subclasses implement
+``network(x_in, c)``: ``x_in`` is ``model.embed(x)`` (intensities scaled to
+[-1, 1], or a learned embedding of each code), ``c`` the ``Condition`` the
+model's one ``Conditioning`` component made (None when unconditional).
+
+A family's cached sampler (``models/<family>_cache.py``) subclasses ``SamplingCache``;
+the registry entry names it, which sets the model class's ``cache_class``, and
+``model.sampling_cache(n, y)`` builds one for a sampling run.
 """
 
 from __future__ import annotations
@@ -17,7 +25,33 @@ import torch.nn as nn
 from pixelmodels.config import ModelConfig
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.likelihoods import make_head
+from pixelmodels.nn.conditioning import Condition, Conditioning
 from pixelmodels.nn.init import data_dependent_init
+
+CODE_FEATURES = 64  # features of a code's learned embedding (the network's input channels for code maps)
+
+
+class SamplingCache:
+    """The cache protocol: a network evaluated one position at a time, for one sampling run.
+
+    ``cls(model, n, c)`` freezes the model's effective weights and the conditioning biases of
+    ``c`` (a ``Condition`` or None) for ``n`` images and allocates its buffers; nothing it
+    computes needs gradients. ``step(x, i, j)`` returns the parameters (n, head.n_params) at
+    position (i, j) of the partial integer image ``x`` (n, C, H, W), equal to the full pass's
+    ``model(x, y)[:, :, i, j]``, reading only what that position may depend on.
+
+    The sampler calls ``step`` at every position in raster order, ``model.steps_per_position``
+    times in a row: C times for a channel-masked network, once before each channel of the pixel
+    is drawn (the later calls see the channels drawn so far), and once for a network that sees
+    only whole earlier pixels (its head draws the channels of a pixel itself). At a position a
+    completion keeps (the whole pixel known) it calls ``step`` once, so the cache sees it.
+    """
+
+    def __init__(self, model: AutoregressiveModel, n: int, c: Condition | None):
+        self.model, self.n = model, n
+
+    def step(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        raise NotImplementedError
 
 
 class AutoregressiveModel(nn.Module):
@@ -29,9 +63,12 @@ class AutoregressiveModel(nn.Module):
         channel_masked: True when the network masks channels within a pixel, so
             sampling needs one network pass per sub-pixel rather than per pixel.
         receptive_rows: a bound on the rows above that reach a row, or None.
+        cache_class: the family's ``SamplingCache``, set by its registry entry.
+        conditioning: the one component that turns labels into every layer's bias.
     """
 
     channel_masked = True
+    cache_class: type[SamplingCache] | None = None
 
     @property
     def receptive_rows(self) -> int | None:
@@ -44,25 +81,44 @@ class AutoregressiveModel(nn.Module):
         self.options = options
         self.image_shape = config.image_shape
         self.n_bits = config.n_bits
+        self.n_codes = config.n_codes
         self.n_classes = config.n_classes
+        self.cond_shape = config.cond_shape
         self.head = make_head(options.likelihood, config.image_shape[0], config.n_bits,
                               n_mixtures=getattr(options, "n_mixtures", 10), masked=self.channel_masked,
-                              n_features=self.head_features())
+                              n_features=self.head_features(), n_codes=config.n_codes)
+        self.code_embedding = nn.Embedding(config.n_codes, CODE_FEATURES) if config.n_codes else None
+        self.conditioning = Conditioning(config.n_classes, config.cond_shape, self.network_size)
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the network's input ``embed(x)``: C for images, the code embedding's features for codes."""
+        return CODE_FEATURES if self.n_codes else self.image_shape[0]
+
+    @property
+    def network_size(self) -> tuple[int, int]:
+        """(H, W) the network computes at (a family that pads internally says so)."""
+        return tuple(self.image_shape[1:])
 
     # -- the part a subclass writes ---------------------------------------
     def head_features(self) -> int | None:
         """Features per position a network that is not channel-masked gives its head."""
         return None
 
-    def network(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        """Scaled images (B, C, H, W) in [-1, 1] -> params (B, head.n_params, H, W)."""
+    def network(self, x: torch.Tensor, c: Condition | None) -> torch.Tensor:
+        """Network inputs (B, input_channels, H, W) and the condition -> params (B, head.n_params, H, W)."""
         raise NotImplementedError
 
     # -- the shared contract ----------------------------------------------
-    def scale(self, x: torch.Tensor) -> torch.Tensor:
-        """Integer images in [0, 2**n_bits) -> floats in [-1, 1], in the parameters' dtype."""
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer inputs (B, C, ...) -> the network's input (B, input_channels, ...) in the parameters' dtype:
+        intensities in [0, 2**n_bits) scaled to [-1, 1], or each code's learned embedding."""
+        if self.code_embedding is not None:
+            return self.code_embedding(x[:, 0].long()).movedim(-1, 1)
         dtype = next(self.parameters()).dtype
         return x.to(dtype) * (2.0 / (2**self.n_bits - 1)) - 1.0
+
+    scale = embed  # the name for images
 
     def check_input(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
         """Refuse images or labels the model cannot take, with a clear message."""
@@ -70,15 +126,23 @@ class AutoregressiveModel(nn.Module):
             raise PixelModelsError(
                 f"images: expected shape (B, {', '.join(map(str, self.image_shape))}), found {tuple(x.shape)}"
             )
+        compiling = torch.compiler.is_compiling()
+        if self.n_codes and x.numel() and not compiling and (x.min() < 0 or x.max() >= self.n_codes):
+            bad = x[(x < 0) | (x >= self.n_codes)][0].item()
+            raise PixelModelsError(f"codes: expected values in 0..{self.n_codes - 1}, found {bad}")
+        return self.check_labels(y, x.shape[0], x.device)
+
+    def check_labels(self, y, n: int, device=None) -> torch.Tensor | None:
+        """Labels for ``n`` images (an int for all, or (n,)) as int64 (n,); None for an unconditional model."""
         if self.n_classes is None:
             return None
         if y is None:
             raise PixelModelsError(f"labels: this model is conditional on {self.n_classes} classes; give y")
-        y = torch.as_tensor(y, device=x.device).long().reshape(-1)
-        if y.numel() == 1 and x.shape[0] != 1:
-            y = y.expand(x.shape[0])
-        if y.shape[0] != x.shape[0]:
-            raise PixelModelsError(f"labels: expected {x.shape[0]} labels, found {y.shape[0]}")
+        y = torch.as_tensor(y, device=device).long().reshape(-1)
+        if y.numel() == 1 and n != 1:
+            y = y.expand(n)
+        if y.shape[0] != n:
+            raise PixelModelsError(f"labels: expected {n} labels, found {y.shape[0]}")
         # the range check reads the labels' values: skipped inside torch.compile (it would break the graph);
         # the trainer's labels come from the dataset and the CLI checks --class
         if y.numel() and not torch.compiler.is_compiling() and (y.min() < 0 or y.max() >= self.n_classes):
@@ -86,25 +150,70 @@ class AutoregressiveModel(nn.Module):
             raise PixelModelsError(f"labels: expected class labels in 0..{self.n_classes - 1}, found {bad}")
         return y
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Distribution parameters (B, head.n_params, H, W) for integer images x."""
-        y = self.check_input(x, y)
-        return self.network(self.scale(x), y)
+    def check_cond(self, cond, n: int, device=None) -> torch.Tensor | None:
+        """The condition for ``n`` examples, (n, *cond_shape) in the parameters' dtype; None when there is none."""
+        if self.cond_shape is None:
+            if cond is not None:
+                raise PixelModelsError("cond: this model takes no condition (cond_shape is None); found a tensor "
+                                       f"of shape {tuple(torch.as_tensor(cond).shape)}")
+            return None
+        expected = (n, *self.cond_shape)
+        if cond is None:
+            raise PixelModelsError(f"cond: this model is conditional on cond_shape {tuple(self.cond_shape)}; "
+                                   f"give cond of shape {expected}")
+        cond = torch.as_tensor(cond, device=device)
+        if cond.dim() == len(self.cond_shape) and n != 1 and tuple(cond.shape) == tuple(self.cond_shape):
+            cond = cond.expand(expected)  # one condition for every example
+        if tuple(cond.shape) != expected:
+            raise PixelModelsError(f"cond: expected shape {expected}, found {tuple(cond.shape)}")
+        return cond.to(next(self.parameters()).dtype)
 
-    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None, per_pixel: bool = False) -> torch.Tensor:
+    def condition(self, y=None, n: int | None = None, cond=None) -> Condition | None:
+        """The ``Condition`` every layer reads, for ``n`` examples (default: one per label or condition)."""
+        if not self.conditioning.active:
+            return None
+        if n is None:
+            n = len(cond) if cond is not None else torch.as_tensor(y).numel() if y is not None else 1
+        device = next(self.parameters()).device
+        return self.conditioning(self.check_labels(y, n, device), self.check_cond(cond, n, device))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, cond: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Distribution parameters (B, head.n_params, H, W) for integer inputs x, labels y and condition cond."""
+        y = self.check_input(x, y)
+        cond = self.check_cond(cond, x.shape[0], x.device)
+        return self.network(self.embed(x), self.conditioning(y, cond))
+
+    @property
+    def steps_per_position(self) -> int:
+        """How many times the sampler steps a cache (or runs the network) at each position."""
+        return self.image_shape[0] if self.channel_masked else 1
+
+    def sampling_cache(self, n: int, y: torch.Tensor | None = None, cond: torch.Tensor | None = None
+                       ) -> SamplingCache:
+        """The cached sampler's state for ``n`` examples with labels ``y`` and condition ``cond``."""
+        if self.cache_class is None:
+            raise PixelModelsError(f"{self.config.name}: no cached sampler is registered; use cached=False")
+        with torch.no_grad():
+            return self.cache_class(self, n, self.condition(y, n, cond))
+
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None, cond: torch.Tensor | None = None,
+                 per_pixel: bool = False) -> torch.Tensor:
         """Log-likelihood in nats: per image (B,), or per pixel (B, H, W) summed over channels."""
-        lp = -self.head.nll(self(x, y), x)
+        lp = -self.head.nll(self(x, y, cond), x)
         return lp if per_pixel else lp.sum(dim=(1, 2))
 
-    def bits_per_dim(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-image bits per dimension, NLL / (ln 2 * C * H * W), in float32."""
-        return -self.log_prob(x, y).float() / (math.log(2) * math.prod(self.image_shape))
+    def bits_per_dim(self, x: torch.Tensor, y: torch.Tensor | None = None, cond: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """Per-example bits per dimension, NLL / (ln 2 * C * H * W), in float32."""
+        return -self.log_prob(x, y, cond).float() / (math.log(2) * math.prod(self.image_shape))
 
-    def initialize_from_data(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+    def initialize_from_data(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                             cond: torch.Tensor | None = None) -> None:
         """Data-dependent initialization of the weight-normalized layers on a real batch, for models with
         options ``weight_norm`` and ``data_init`` both on (the trainer calls it on a new run's first batch)."""
         if getattr(self.options, "weight_norm", False) and getattr(self.options, "data_init", False):
-            data_dependent_init(self, x, y)
+            data_dependent_init(self, x, y, cond)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

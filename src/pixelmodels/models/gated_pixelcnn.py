@@ -38,36 +38,27 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pixelmodels.models.base import AutoregressiveModel
-from pixelmodels.nn import ClassBias, DownShiftedConv2d, MaskedConv2d, channel_groups, down_shift
-from pixelmodels.nn.incremental import (PaddedBuffer, channels_last, conv_at_flat, conv_row, flat_taps, frozen,
-                                        frozen_pointwise)
+from pixelmodels.nn import DownShiftedConv2d, MaskedConv2d, channel_groups, down_shift
+from pixelmodels.nn.conditioning import Condition, Conditioning
 from pixelmodels.nn.shifted import maybe_weight_norm
+from pixelmodels.settings import LIKELIHOODS, MAX_FEATURES, MAX_KERNEL, MAX_LAYERS, MAX_MIXTURES, Settings, setting
 
 
 @dataclass
-class GatedPixelCNNOptions:
-    """Hyperparameters of ``gated-pixelcnn``.
+class GatedPixelCNNOptions(Settings):
+    """Hyperparameters of ``gated-pixelcnn`` (each field's help and range beside it)."""
 
-    Args:
-        n_channels: features of each stack.
-        n_layers: gated layers (the first takes the image).
-        kernel_size: k of the layers after the first.
-        input_kernel_size: k of the first layer.
-        n_out_channels: features of the hidden 1x1 output layer.
-        likelihood: "categorical" or "logistic-mixture" (channel-masked means and mixture weights).
-        n_mixtures: components of the logistic mixture.
-        weight_norm: weight-normalize every convolution (per output feature, so every mask and thus
-            causality is kept; what ``main.py --norm_layer True`` gets instead of batch normalization).
-    """
-
-    n_channels: int = 128
-    n_layers: int = 15
-    kernel_size: int = 5
-    input_kernel_size: int = 7
-    n_out_channels: int = 1024
-    likelihood: str = "categorical"
-    n_mixtures: int = 10
-    weight_norm: bool = False
+    n_channels: int = setting(128, "features of each stack", ge=1, le=MAX_FEATURES)
+    n_layers: int = setting(15, "gated layers (the first takes the image)", ge=1, le=MAX_LAYERS)
+    kernel_size: int = setting(5, "k of the layers after the first", ge=1, le=MAX_KERNEL, odd=True)
+    input_kernel_size: int = setting(7, "k of the first layer", ge=1, le=MAX_KERNEL, odd=True)
+    n_out_channels: int = setting(1024, "features of the hidden 1x1 output layer", ge=1, le=MAX_FEATURES)
+    likelihood: str = setting("categorical", "the likelihood head (logistic-mixture: channel-masked means and "
+                              "mixture weights)", choices=LIKELIHOODS)
+    n_mixtures: int = setting(10, "components of the logistic mixture", ge=1, le=MAX_MIXTURES)
+    weight_norm: bool = setting(False, "weight-normalize every convolution (per output feature, so every mask and "
+                                "thus causality is kept; what main.py --norm_layer True gets instead of batch "
+                                "normalization)")
 
 
 PRESETS = {
@@ -86,7 +77,7 @@ def gate(x: torch.Tensor) -> torch.Tensor:
 class GatedLayer(nn.Module):
     """One layer of both stacks; owns the horizontal residual connection."""
 
-    def __init__(self, in_ch: int, n: int, k: int, n_groups: int, n_classes: int | None, first: bool):
+    def __init__(self, in_ch: int, n: int, k: int, n_groups: int, conditioning: Conditioning, first: bool):
         super().__init__()
         groups = channel_groups(n, n_groups)
         gate_groups = torch.cat([groups, groups])  # tanh half and sigmoid half
@@ -96,13 +87,13 @@ class GatedLayer(nn.Module):
         self.h_conv = MaskedConv2d(in_ch, 2 * n, k, "A" if first else "B", n_groups,
                                    out_groups=gate_groups, in_groups=in_groups, shape="row")
         self.h_out = MaskedConv2d(n, n, 1, "B", n_groups)
-        self.v_class = ClassBias(n_classes, 2 * n)
-        self.h_class = ClassBias(n_classes, 2 * n)
+        self.v_class = conditioning.bias(2 * n)
+        self.h_class = conditioning.bias(2 * n)
         self.residual = not first
 
-    def forward(self, v, h, y):
-        v_pre = self.v_class.add(self.v_conv(v), y)  # (B, 2n, H, W), rows <= i
-        h_pre = self.h_class.add(self.h_conv(h) + self.v_to_h(down_shift(v_pre)), y)
+    def forward(self, v, h, c: Condition | None):
+        v_pre = self.v_class.add(self.v_conv(v), c)  # (B, 2n, H, W), rows <= i
+        h_pre = self.h_class.add(self.h_conv(h) + self.v_to_h(down_shift(v_pre)), c)
         h_new = self.h_out(gate(h_pre))
         return gate(v_pre), (h + h_new if self.residual else h_new)
 
@@ -115,8 +106,9 @@ class GatedPixelCNN(AutoregressiveModel):
         c = config.image_shape[0]
         n = options.n_channels
         self.layers = nn.ModuleList(
-            GatedLayer(c if i == 0 else n, n, options.input_kernel_size if i == 0 else options.kernel_size,
-                       c, config.n_classes, first=i == 0)
+            GatedLayer(self.input_channels if i == 0 else n, n,
+                       options.input_kernel_size if i == 0 else options.kernel_size,
+                       c, self.conditioning, first=i == 0)
             for i in range(options.n_layers)
         )
         self.out_hidden = MaskedConv2d(n, options.n_out_channels, 1, "B", c)
@@ -131,98 +123,8 @@ class GatedPixelCNN(AutoregressiveModel):
         o = self.options  # each vertical layer reaches k//2 rows up; the link shifts one more
         return o.input_kernel_size // 2 + (o.n_layers - 1) * (o.kernel_size // 2) + 1
 
-    def network(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def network(self, x: torch.Tensor, c: Condition | None) -> torch.Tensor:
         v = h = x  # (B, C, H, W)
         for layer in self.layers:
-            v, h = layer(v, h, y)  # (B, n, H, W) each
+            v, h = layer(v, h, c)  # (B, n, H, W) each
         return self.out(F.relu(self.out_hidden(F.relu(h))))  # (B, C*K, H, W)
-
-    def sampling_cache(self, n: int, y: torch.Tensor | None) -> GatedPixelCNNCache:
-        """The cached sampler's state for ``n`` images with labels ``y``; see ``GatedPixelCNNCache``."""
-        return GatedPixelCNNCache(self, n, y)
-
-
-def _class_bias(layer: ClassBias, y: torch.Tensor | None, row: bool) -> torch.Tensor | float:
-    """A ``ClassBias`` at every position: (n, F, 1) for a row, (n, F) for a pixel, or 0.0."""
-    bias = layer(y)
-    return bias if isinstance(bias, float) else bias[:, :, 0] if row else bias[:, :, 0, 0]
-
-
-class _LayerCache:
-    """One ``GatedLayer``'s frozen weights, input buffers and the vertical link of the current row."""
-
-    def __init__(self, layer: GatedLayer, n: int, h: int, w: int, y: torch.Tensor | None, dtype, device):
-        self.v_conv = frozen(layer.v_conv)
-        weight, bias = frozen(layer.h_conv)
-        self.h_conv, self.h_width = (flat_taps(weight), bias), weight.shape[3]
-        self.v_to_h = frozen(layer.v_to_h)
-        self.h_out = frozen_pointwise(layer.h_out)
-        self.v_class, self.h_class = _class_bias(layer.v_class, y, True), _class_bias(layer.h_class, y, False)
-        self.residual = layer.residual
-        in_ch = layer.h_conv.in_channels
-        self.v_in = PaddedBuffer(n, in_ch, h, w, layer.v_conv.pad, device=device, dtype=dtype)  # rows <= r
-        self.h_in = channels_last(PaddedBuffer(n, in_ch, h, w, layer.h_conv.pad, device=device, dtype=dtype))
-        # link for row 0: v_to_h of the zero row that down_shift puts there, i.e. its bias
-        self.link = self.v_to_h[1][None, :, None].expand(n, -1, w)  # (n, 2n, W)
-
-    def vertical_row(self, r: int) -> torch.Tensor:
-        """Vertical output row r (n, n, W) from the buffered input rows <= r; sets the link for row r + 1."""
-        kh = self.v_conv[0].shape[2]
-        v_pre = conv_row(self.v_in.rows(r, kh), *self.v_conv) + self.v_class  # (n, 2n, W)
-        self.link = conv_row(v_pre[:, :, None], *self.v_to_h)
-        return gate(v_pre)
-
-    def horizontal_at(self, h: torch.Tensor, i: int, j: int) -> torch.Tensor:
-        """Write the horizontal input (n, F) at (i, j); return the layer's horizontal output (n, n) there."""
-        self.h_in.write(i, j, h)
-        h_pre = conv_at_flat(self.h_in.window(i, j, 1, self.h_width), *self.h_conv)  # (n, 2n)
-        h_pre = h_pre + self.link[:, :, j] + self.h_class
-        h_new = F.linear(gate(h_pre), *self.h_out)
-        return h + h_new if self.residual else h_new
-
-
-class GatedPixelCNNCache:
-    """Fast exact generation for ``GatedPixelCNN`` (Ramachandran et al. 2017, https://arxiv.org/abs/1704.06001).
-
-    Schedule: the vertical stack's row r depends on rows <= r only and reaches
-    the horizontal stack as the link v_to_h(v_pre) of row r + 1. So at the first
-    step of row i the whole vertical stack is computed for row i - 1, layer by
-    layer, from per-layer buffers of its input rows (the first layer's is the
-    image row i - 1, complete by then), and each layer keeps its link for row i
-    (row 0's link is v_to_h of zeros: its bias). At each step (i, j), once per
-    channel pass, the horizontal stack is computed at (i, j) only: each layer
-    writes its input at (i, j) into a buffer and convolves the 1 x (k//2 + 1)
-    window ending there, adds the link and the class bias, gates, applies the
-    masked 1x1 and the residual; then the 1x1 output layers. The previous
-    pixel is written again into the first layer's buffer, since its last
-    channel was sampled after its last step. Effective weights are frozen once,
-    here.
-    """
-
-    def __init__(self, model: GatedPixelCNN, n: int, y: torch.Tensor | None):
-        self.model = model
-        p = next(model.parameters())
-        _, h, w = model.image_shape
-        self.layers = [_LayerCache(layer, n, h, w, y, p.dtype, p.device) for layer in model.layers]
-        self.out_hidden, self.out = frozen_pointwise(model.out_hidden), frozen_pointwise(model.out)
-        self.rows_done = 0  # vertical rows computed so far
-        self.previous: tuple[int, int] | None = None  # the position stepped last
-
-    def step(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
-        """Parameters (n, head.n_params) at (i, j) of the partial integer image x (n, C, H, W)."""
-        scale = self.model.scale
-        while self.rows_done < i:  # rows above are final: run the vertical stack on the next one
-            r = self.rows_done
-            v = scale(x[:, :, r])  # (n, C, W)
-            for layer in self.layers:
-                layer.v_in.write_row(r, v)
-                v = layer.vertical_row(r)
-            self.rows_done += 1
-        first = self.layers[0].h_in
-        if self.previous is not None and self.previous != (i, j):
-            first.write(*self.previous, scale(x[:, :, self.previous[0], self.previous[1]]))
-        self.previous = (i, j)
-        h = scale(x[:, :, i, j])  # (n, C)
-        for layer in self.layers:
-            h = layer.horizontal_at(h, i, j)
-        return F.linear(F.relu(F.linear(F.relu(h), *self.out_hidden)), *self.out)  # (n, C*K)

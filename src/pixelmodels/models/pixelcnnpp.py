@@ -13,6 +13,12 @@ normalization with the data-dependent initialization of the reference code
 [2] (``data_init``, on by default: ``initialize_from_data`` on the first batch),
 and a per-class bias in every block when class-conditional.
 
+Any image size: the input is padded after the last row and column to multiples
+of 4 (zeros, in the ones channel too, as the shifted convolutions' own padding)
+and the output cropped back. A padded position's input is constant and what
+the network computes there depends only on real pixels before it, so causality
+is unchanged; the likelihood is over the real positions only.
+
 The network conditions on whole pixels, so every likelihood head paired with
 it models the channels within a pixel itself: the discretized logistic
 mixture (default) through its linear coefficients, the categorical head
@@ -36,9 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixelmodels.errors import PixelModelsError
 from pixelmodels.models.base import AutoregressiveModel
-from pixelmodels.models.pixelcnnpp_cache import PixelCNNPPCache
 from pixelmodels.nn import (
     NIN,
     DownRightShiftedConv2d,
@@ -49,29 +53,22 @@ from pixelmodels.nn import (
     down_shift,
     right_shift,
 )
+from pixelmodels.nn.conditioning import Condition
+from pixelmodels.settings import LIKELIHOODS, MAX_FEATURES, MAX_LAYERS, MAX_MIXTURES, Settings, setting
 
 
 @dataclass
-class PixelCNNPPOptions:
-    """Hyperparameters of ``pixelcnnpp``.
+class PixelCNNPPOptions(Settings):
+    """Hyperparameters of ``pixelcnnpp`` (each field's help and range beside it)."""
 
-    Args:
-        n_filters: features of both streams.
-        n_blocks: gated ResNet blocks per resolution on the up pass (one more on the down pass).
-        n_mixtures: logistic mixture components (logistic-mixture head).
-        dropout: dropout probability inside the blocks.
-        likelihood: "logistic-mixture" or "categorical".
-        weight_norm: weight-normalize every convolution.
-        data_init: data-dependent initialization on the first training batch.
-    """
-
-    n_filters: int = 160
-    n_blocks: int = 5
-    n_mixtures: int = 10
-    dropout: float = 0.5
-    likelihood: str = "logistic-mixture"
-    weight_norm: bool = True
-    data_init: bool = True
+    n_filters: int = setting(160, "features of both streams", ge=1, le=MAX_FEATURES)
+    n_blocks: int = setting(5, "gated ResNet blocks per resolution on the up pass (one more on the down pass)",
+                            ge=1, le=MAX_LAYERS)
+    n_mixtures: int = setting(10, "logistic mixture components (logistic-mixture head)", ge=1, le=MAX_MIXTURES)
+    dropout: float = setting(0.5, "dropout probability inside the blocks", ge=0, lt=1, noun="a probability")
+    likelihood: str = setting("logistic-mixture", "the likelihood head", choices=LIKELIHOODS)
+    weight_norm: bool = setting(True, "weight-normalize every convolution")
+    data_init: bool = setting(True, "data-dependent initialization on the first training batch")
 
 
 PRESETS = {
@@ -84,19 +81,16 @@ TRAIN_DEFAULTS = dict(lr=1e-3, lr_decay=0.999995, ema=0.9995, optimizer="adam", 
 
 
 class PixelCNNPP(AutoregressiveModel):
-    """PixelCNN++ of [1]; any image size divisible by 4, C = 1 or 3."""
+    """PixelCNN++ of [1]; any image size (padded inside to multiples of 4), C = 1 or 3, or codes."""
 
     channel_masked = False
 
     def __init__(self, config, options: PixelCNNPPOptions):
-        c, h, w = config.image_shape
-        if h % 4 or w % 4:
-            raise PixelModelsError(f"image size: pixelcnnpp needs height and width divisible by 4, found {h}x{w}")
         super().__init__(config, options)
-        n, wn, k = options.n_filters, options.weight_norm, config.n_classes
+        c, n, wn = self.input_channels, options.n_filters, options.weight_norm
 
         def block(conv, n_aux):
-            return GatedResNet(n, conv, n_aux, k, options.dropout, wn)
+            return GatedResNet(n, conv, n_aux, self.conditioning, options.dropout, wn)
 
         self.u_in = DownShiftedConv2d(c + 1, n, (2, 3), weight_norm=wn)
         self.ul_in_above = DownShiftedConv2d(c + 1, n, (1, 3), weight_norm=wn)
@@ -117,15 +111,23 @@ class PixelCNNPP(AutoregressiveModel):
     def head_features(self) -> int:
         return self.options.n_filters
 
-    def network(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    @property
+    def network_size(self) -> tuple[int, int]:
+        """The image size rounded up to multiples of 4 (two stride-2 levels)."""
+        return tuple(-(-s // 4) * 4 for s in self.image_shape[1:])
+
+    def network(self, x: torch.Tensor, c: Condition | None) -> torch.Tensor:
+        h, w = x.shape[2:]
+        height, width = -(-h // 4) * 4, self.network_size[1]  # x may be the first rows of an image
         x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (B, C+1, H, W)
+        x = F.pad(x, (0, width - w, 0, height - h))  # padding after the image: zeros, ones channel too
         u = down_shift(self.u_in(x))  # rows above
         ul = down_shift(self.ul_in_above(x)) + right_shift(self.ul_in_left(x))  # above and to the left
         us, uls = [u], [ul]
         for level in range(3):  # up pass: full, 1/2, 1/4 resolution
             for bu, bul in zip(self.up_u[level], self.up_ul[level]):
-                u = bu(u, y=y)
-                ul = bul(ul, u, y=y)
+                u = bu(u, c=c)
+                ul = bul(ul, u, c=c)
                 us.append(u)
                 uls.append(ul)
             if level < 2:
@@ -135,13 +137,9 @@ class PixelCNNPP(AutoregressiveModel):
         u, ul = us.pop(), uls.pop()
         for level in range(3):  # down pass: 1/4, 1/2, full resolution
             for bu, bul in zip(self.dn_u[level], self.dn_ul[level]):
-                u = bu(u, us.pop(), y=y)
-                ul = bul(ul, torch.cat([u, uls.pop()], dim=1), y=y)
+                u = bu(u, us.pop(), c=c)
+                ul = bul(ul, torch.cat([u, uls.pop()], dim=1), c=c)
             if level < 2:
                 u, ul = self.up_sample_u[level](u), self.up_sample_ul[level](ul)
         assert not us and not uls
-        return self.out(F.elu(ul))  # (B, head.n_params, H, W)
-
-    def sampling_cache(self, n: int, y: torch.Tensor | None) -> PixelCNNPPCache:
-        """The cached sampler (``pixelcnnpp_cache``): ``step(x, i, j)`` -> params (n, P) at (i, j)."""
-        return PixelCNNPPCache(self, n, y)
+        return self.out(F.elu(ul))[:, :, :h, :w]  # (B, head.n_params, H, W): the real positions

@@ -1,6 +1,8 @@
 """The cached sampling path of PixelCNN++: each activation computed once, when its inputs are final [1].
 
-Level l is the 1/2**l resolution (l = 0, 1, 2; H and W are divisible by 4).
+Level l is the 1/2**l resolution (l = 0, 1, 2) of the network's size (H and W
+rounded up to multiples of 4; the sampler steps the real positions only, and no
+real position reads the stream at a padded one, whose input is zero).
 The step at image position (i, j) (pixels strictly before (i, j) final) does:
 
 * at j == 0, the u (down-shifted) stream, one row per level: u row r of level l
@@ -22,7 +24,8 @@ The step at image position (i, j) (pixels strictly before (i, j) final) does:
 Every convolution reads a ``PaddedBuffer`` of its input: the image buffer holds
 [scaled x, ones] at real positions and zeros in the padding (as ``F.pad`` of
 the full pass), a gated block buffers the concat_elu of its input and of its
-hidden activation. Dropout is left out: the cache computes the eval-mode network.
+hidden activation (``pixelmodels.nn.incremental.GatedResNetStep``). Dropout is
+left out: the cache computes the eval-mode network.
 
 [1]: Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive
      Models", https://arxiv.org/abs/1704.06001
@@ -33,7 +36,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pixelmodels.models.base import SamplingCache
+from pixelmodels.models.pixelcnnpp import PixelCNNPP
+from pixelmodels.nn.conditioning import Condition
 from pixelmodels.nn.incremental import (
+    GatedResNetStep,
     PaddedBuffer,
     conv_at,
     conv_row,
@@ -41,79 +48,31 @@ from pixelmodels.nn.incremental import (
     conv_transpose_row,
     frozen,
 )
-from pixelmodels.nn.shifted import concat_elu
 
 
-def _pointwise_row(x: torch.Tensor, layer) -> torch.Tensor:
-    """A 1x1 convolution of a row (B, in, W) -> (B, out, W)."""
-    return conv_row(x[:, :, None], *layer)
-
-
-def _pointwise_at(x: torch.Tensor, layer) -> torch.Tensor:
-    """A 1x1 convolution at one position (B, in) -> (B, out)."""
-    return conv_at(x[:, :, None, None], *layer)
-
-
-class _Block:
-    """A ``GatedResNet`` computed one row (down-shifted convs) or one position (down-right) at a time."""
-
-    def __init__(self, block, y, n: int, height: int, width: int):
-        self.conv1, self.conv2 = frozen(block.conv1), frozen(block.conv2)
-        self.kh, self.kw = self.conv1[0].shape[2:]
-        self.aux = None if block.aux is None else frozen(block.aux)
-        bias = block.class_bias(y)
-        self.bias = bias[:, :, 0, 0].detach() if torch.is_tensor(bias) else None  # (n, 2F)
-        w = self.conv1[0]
-        self.x_buf = PaddedBuffer(n, w.shape[1], height, width, block.conv1.pad, w.device, w.dtype)
-        self.h_buf = PaddedBuffer(n, 2 * w.shape[0], height, width, block.conv2.pad, w.device, w.dtype)
-
-    def _gate(self, x: torch.Tensor, h: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        a, b = (h if bias is None else h + bias).chunk(2, dim=1)
-        return x + a * torch.sigmoid(b)
-
-    def row(self, r: int, x: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
-        """Block output at row r (B, F, W) from its input row x and aux row."""
-        self.x_buf.write_row(r, concat_elu(x))
-        h = conv_row(self.x_buf.rows(r, self.kh), *self.conv1)
-        if self.aux is not None:
-            h = h + _pointwise_row(concat_elu(aux), self.aux)
-        self.h_buf.write_row(r, concat_elu(h))
-        h = conv_row(self.h_buf.rows(r, self.kh), *self.conv2)
-        return self._gate(x, h, None if self.bias is None else self.bias[:, :, None])
-
-    def at(self, r: int, c: int, x: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
-        """Block output at (r, c) (B, F) from its input x and aux there."""
-        self.x_buf.write(r, c, concat_elu(x))
-        h = conv_at(self.x_buf.window(r, c, self.kh, self.kw), *self.conv1)
-        if self.aux is not None:
-            h = h + _pointwise_at(concat_elu(aux), self.aux)
-        self.h_buf.write(r, c, concat_elu(h))
-        h = conv_at(self.h_buf.window(r, c, self.kh, self.kw), *self.conv2)
-        return self._gate(x, h, self.bias)
-
-
-class PixelCNNPPCache:
+class PixelCNNPPCache(SamplingCache):
     """Activations of a ``PixelCNNPP`` for n images; ``step(x, i, j)`` -> params (n, P) at (i, j)."""
 
-    def __init__(self, model, n: int, y: torch.Tensor | None):
-        c, height, width = model.image_shape
+    def __init__(self, model: PixelCNNPP, n: int, c: Condition | None):
+        super().__init__(model, n, c)
+        channels, (height, width) = model.input_channels, model.network_size  # padded to multiples of 4
         f = model.options.n_filters
         w = frozen(model.u_in)[0]
-        self.model, self.n, self.features, self.width = model, n, f, width
+        self.features, self.width = f, width
         sizes = [(height >> level, width >> level) for level in range(3)]
 
         def blocks(modules, level):
-            return [_Block(b, y, n, *sizes[level]) for b in modules]
+            return [GatedResNetStep(b, b.class_bias.frozen(c, sizes[level]), n, *sizes[level]) for b in modules]
 
-        def buffer(channels, level, pad):
-            return PaddedBuffer(n, channels, *sizes[level], pad, w.device, w.dtype)
+        def buffer(depth, level, pad):
+            return PaddedBuffer(n, depth, *sizes[level], pad, w.device, w.dtype)
 
         # per level (0: full resolution); the model lists the down pass from 1/4 up
         self.up_u = [blocks(model.up_u[level], level) for level in range(3)]
         self.up_ul = [blocks(model.up_ul[level], level) for level in range(3)]
         self.dn_u = [blocks(model.dn_u[2 - level], level) for level in range(3)]
         self.dn_ul = [blocks(model.dn_ul[2 - level], level) for level in range(3)]
-        self.image = buffer(c + 1, 0, (1, 1, 1, 0))  # [scaled x, ones]; serves all three input convs
+        self.image = buffer(channels + 1, 0, (1, 1, 1, 0))  # [scaled x, ones]; serves all three input convs
         self.u_in, self.ul_above, self.ul_left = frozen(model.u_in), frozen(model.ul_in_above), frozen(model.ul_in_left)
         self.down_u = [frozen(m) for m in model.down_u]  # level -> level + 1
         self.down_ul = [frozen(m) for m in model.down_ul]
@@ -131,7 +90,7 @@ class PixelCNNPPCache:
 
     def _pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Integer pixels (n, C, ...) -> the network input [scaled x, ones] (n, C + 1, ...)."""
-        v = self.model.scale(x)
+        v = self.model.embed(x)
         return torch.cat([v, torch.ones_like(v[:, :1])], dim=1)
 
     @torch.no_grad()
@@ -144,7 +103,7 @@ class PixelCNNPPCache:
         else:
             self.image.write(i, j - 1, self._pixels(x[:, :, i, j - 1]))
         ul = self._ul_positions(i, j)
-        return _pointwise_at(F.elu(ul), self.out)
+        return conv_at(F.elu(ul)[:, :, None, None], *self.out)
 
     def _u_rows(self, i: int) -> None:
         """The u stream at image row i: its rows at every level whose row starts here."""

@@ -74,32 +74,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixelmodels.errors import PixelModelsError
 from pixelmodels.models.base import AutoregressiveModel
-from pixelmodels.nn import ClassBias, MaskedConv2d, channel_groups
+from pixelmodels.nn import MaskedConv2d, channel_groups
+from pixelmodels.nn.conditioning import Condition, Conditioning
+from pixelmodels.settings import LIKELIHOODS, MAX_FEATURES, MAX_KERNEL, MAX_LAYERS, MAX_MIXTURES, Settings, setting
 
 
 @dataclass
-class PixelRNNOptions:
-    """Hyperparameters of ``row-lstm`` and ``diagonal-bilstm``.
+class PixelRNNOptions(Settings):
+    """Hyperparameters of ``row-lstm`` and ``diagonal-bilstm`` (each field's help and range beside it)."""
 
-    Args:
-        n_channels: features of the residual stream (2h in [1]).
-        n_state: hidden units of each LSTM (h in [1]).
-        n_layers: residual LSTM layers.
-        input_kernel_size: the first (mask-A) convolution.
-        n_out_channels: features of the hidden 1x1 output layer.
-        likelihood: "categorical" or "logistic-mixture" (channel-masked means and mixture weights).
-        n_mixtures: components of the logistic mixture.
-    """
-
-    n_channels: int = 256
-    n_state: int = 128
-    n_layers: int = 12
-    input_kernel_size: int = 7
-    n_out_channels: int = 1024
-    likelihood: str = "categorical"
-    n_mixtures: int = 10
+    n_channels: int = setting(256, "features of the residual stream (2h in [1])", ge=1, le=MAX_FEATURES)
+    n_state: int = setting(128, "hidden units of each LSTM (h in [1])", ge=1, le=MAX_FEATURES)
+    n_layers: int = setting(12, "residual LSTM layers", ge=1, le=MAX_LAYERS)
+    input_kernel_size: int = setting(7, "the first (mask-A) convolution", ge=1, le=MAX_KERNEL, odd=True)
+    n_out_channels: int = setting(1024, "features of the hidden 1x1 output layer", ge=1, le=MAX_FEATURES)
+    likelihood: str = setting("categorical", "the likelihood head (logistic-mixture: channel-masked means and "
+                              "mixture weights)", choices=LIKELIHOODS)
+    n_mixtures: int = setting(10, "components of the logistic mixture", ge=1, le=MAX_MIXTURES)
 
 
 PRESETS = {
@@ -138,19 +130,19 @@ def gate_groups(n_state: int, n_groups: int, n_blocks: int) -> torch.Tensor:
 class RowLSTMLayer(nn.Module):
     """The Row LSTM layer: (B, n_channels, H, W) -> hidden states (B, n_state, H, W)."""
 
-    def __init__(self, n_channels: int, n_state: int, n_groups: int, n_classes: int | None):
+    def __init__(self, n_channels: int, n_state: int, n_groups: int, conditioning: Conditioning):
         super().__init__()
         self.input_to_state = MaskedConv2d(n_channels, 4 * n_state, 3, "B", n_groups, shape="row",
                                            out_groups=gate_groups(n_state, n_groups, 4))
         self.state_to_state = nn.Conv1d(n_state, 4 * n_state, 3, padding=1, bias=False)
-        self.class_bias = ClassBias(n_classes, 4 * n_state)
+        self.class_bias = conditioning.bias(4 * n_state)
         self.n_state = n_state
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None, extra: torch.Tensor | float = 0.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: Condition | None, extra: torch.Tensor | float = 0.0) -> torch.Tensor:
         """``extra``: a term added to the gates' pre-activation, (B, 4 * n_state, H, W) or 0."""
         b, _, height, width = x.shape
         n = self.n_state
-        gates_in = self.input_to_state(x) + self.class_bias(y) + extra
+        gates_in = self.class_bias.add(self.input_to_state(x), c) + extra
         rows = gates_in.permute(2, 0, 1, 3).contiguous().unbind(0)  # H x (B, 4n, W)
         h = c = x.new_zeros(b, n, width)
         hs = []
@@ -165,19 +157,20 @@ class RowLSTMLayer(nn.Module):
 class DiagonalBiLSTMLayer(nn.Module):
     """The Diagonal BiLSTM layer: (B, n_channels, H, W) -> hidden states (B, n_state, H, W)."""
 
-    def __init__(self, n_channels: int, n_state: int, n_groups: int, n_classes: int | None):
+    def __init__(self, n_channels: int, n_state: int, n_groups: int, conditioning: Conditioning):
         super().__init__()
         self.input_to_state = MaskedConv2d(n_channels, 8 * n_state, 1, "B", n_groups,
                                            out_groups=gate_groups(n_state, n_groups, 8))  # both directions
         self.state_to_state = nn.Conv1d(2 * n_state, 8 * n_state, 2, padding=1, groups=2, bias=False)
-        self.class_bias = ClassBias(n_classes, 8 * n_state)
+        self.class_bias = conditioning.bias(8 * n_state)
         self.n_state = n_state
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None, extra: torch.Tensor | float = 0.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: Condition | None, extra: torch.Tensor | float = 0.0) -> torch.Tensor:
         """``extra``: a term added to the gates' pre-activation, (B, 8 * n_state, H, W) or 0."""
         b, _, height, _ = x.shape
         n = self.n_state
-        forward, mirrored = (self.input_to_state(x) + self.class_bias(y) + extra).chunk(2, 1)  # (B, 4n, H, W) each
+        gates = self.class_bias.add(self.input_to_state(x), c) + extra
+        forward, mirrored = gates.chunk(2, 1)  # (B, 4n, H, W) each
         gates_in = skew(torch.cat([forward, mirrored.flip(3)], 1))  # (B, 8n, H, W + H - 1)
         columns = gates_in.permute(3, 0, 1, 2).contiguous().unbind(0)  # (W + H - 1) x (B, 8n, H)
         h = c = x.new_zeros(b, 2, n, height)
@@ -200,8 +193,8 @@ class ResidualBlock(nn.Module):
         self.lstm = lstm
         self.proj = MaskedConv2d(n_state, n_channels, 1, "B", n_groups) if n_state != n_channels else nn.Identity()
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None, extra: torch.Tensor | float = 0.0) -> torch.Tensor:
-        return x + self.proj(self.lstm(x, y, extra))
+    def forward(self, x: torch.Tensor, c: Condition | None, extra: torch.Tensor | float = 0.0) -> torch.Tensor:
+        return x + self.proj(self.lstm(x, c, extra))
 
 
 class PixelRNN(AutoregressiveModel):
@@ -210,15 +203,11 @@ class PixelRNN(AutoregressiveModel):
     layer_cls: type[nn.Module]
 
     def __init__(self, config, options: PixelRNNOptions):
-        for name in ("n_channels", "n_state", "n_layers", "n_out_channels"):
-            value = getattr(options, name)
-            if value < 1:
-                raise PixelModelsError(f"--{name.replace('_', '-')}: expected at least 1, found {value}")
         super().__init__(config, options)
         c, f, n = config.image_shape[0], options.n_channels, options.n_state
-        self.input_conv = MaskedConv2d(c, f, options.input_kernel_size, "A", c)
+        self.input_conv = MaskedConv2d(self.input_channels, f, options.input_kernel_size, "A", c)
         self.blocks = nn.ModuleList(
-            ResidualBlock(self.layer_cls(f, n, c, config.n_classes), f, n, c) for _ in range(options.n_layers)
+            ResidualBlock(self.layer_cls(f, n, c, self.conditioning), f, n, c) for _ in range(options.n_layers)
         )
         self.out_hidden = MaskedConv2d(f, options.n_out_channels, 1, "B", c)
         self.out = MaskedConv2d(options.n_out_channels, self.head.n_params, 1, "B", c,
@@ -233,10 +222,10 @@ class PixelRNN(AutoregressiveModel):
         """A term the first LSTM layer adds to its gates' pre-activation (none here)."""
         return 0.0
 
-    def network(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def network(self, x: torch.Tensor, c: Condition | None) -> torch.Tensor:
         h = self.input_conv(x)  # (B, F, H, W)
         for k, block in enumerate(self.blocks):
-            h = block(h, y, self.first_layer_extra(x) if k == 0 else 0.0)
+            h = block(h, c, self.first_layer_extra(x) if k == 0 else 0.0)
         return self.out(F.relu(self.out_hidden(F.relu(h))))  # (B, n_params, H, W)
 
 
@@ -244,12 +233,6 @@ class RowLSTM(PixelRNN):
     """``row-lstm``: PixelRNN with Row LSTM layers."""
 
     layer_cls = RowLSTMLayer
-
-    def sampling_cache(self, n: int, y: torch.Tensor | None):
-        """The cached sampler (``pixelrnn_cache``): ``step(x, i, j)`` -> params (n, P) at (i, j)."""
-        from pixelmodels.models.pixelrnn_cache import RowLSTMCache  # it imports this module
-
-        return RowLSTMCache(self, n, y)
 
 
 class DiagonalBiLSTM(PixelRNN):
@@ -259,14 +242,8 @@ class DiagonalBiLSTM(PixelRNN):
 
     def __init__(self, config, options: PixelRNNOptions):
         super().__init__(config, options)
-        self.image_to_reverse = nn.Conv2d(config.image_shape[0], 4 * options.n_state, 1, bias=False)
+        self.image_to_reverse = nn.Conv2d(self.input_channels, 4 * options.n_state, 1, bias=False)
 
     def first_layer_extra(self, x: torch.Tensor) -> torch.Tensor:
         """The image, unmasked, into the right-to-left gates only (see the module's NOTE)."""
         return F.pad(self.image_to_reverse(x), (0, 0, 0, 0, 4 * self.options.n_state, 0))  # (B, 8n, H, W)
-
-    def sampling_cache(self, n: int, y: torch.Tensor | None):
-        """The cached sampler (``pixelrnn_cache``): ``step(x, i, j)`` -> params (n, P) at (i, j)."""
-        from pixelmodels.models.pixelrnn_cache import DiagonalBiLSTMCache  # it imports this module
-
-        return DiagonalBiLSTMCache(self, n, y)

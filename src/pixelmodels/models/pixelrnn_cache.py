@@ -34,71 +34,65 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pixelmodels.models.pixelrnn import lstm_step
-from pixelmodels.nn import ClassBias, MaskedConv2d
-from pixelmodels.nn.incremental import (PaddedBuffer, channels_last, conv_at_flat, flat_taps, frozen,
-                                        frozen_pointwise)
+from pixelmodels.models.base import SamplingCache
+from pixelmodels.models.pixelrnn import DiagonalBiLSTM, PixelRNN, RowLSTM, lstm_step
+from pixelmodels.nn import MaskedConv2d
+from pixelmodels.nn.conditioning import Condition
+from pixelmodels.nn.incremental import (OutputStack, PaddedBuffer, PreviousPixel, channels_last, conv_at_flat,
+                                        flat_taps, frozen, frozen_pointwise)
 
 
-def _class_bias(layer: ClassBias, y: torch.Tensor | None) -> torch.Tensor | float:
-    """The per-image bias (n, F) a ``ClassBias`` adds at every position, or 0.0."""
-    bias = layer(y)
-    return bias if isinstance(bias, float) else bias[:, :, 0, 0].detach()
-
-
-class _PixelRNNCache:
+class _PixelRNNCache(SamplingCache):
     """The input convolution, the residual blocks' projections and the output layers, one position at a time."""
 
-    def __init__(self, model, n: int, y: torch.Tensor | None):
+    def __init__(self, model: PixelRNN, n: int, c: Condition | None):
+        super().__init__(model, n, c)
         p = next(model.parameters())
-        self.model, self.n = model, n
         self.height, self.width = model.image_shape[1:]
         self.n_layers, self.n_state = len(model.blocks), model.options.n_state
         self.zeros = lambda *shape: torch.zeros(*shape, device=p.device, dtype=p.dtype)
         weight, bias = frozen(model.input_conv)
-        image = PaddedBuffer(n, model.image_shape[0], self.height, self.width, model.input_conv.pad, p.device,
+        image = PaddedBuffer(n, model.input_channels, self.height, self.width, model.input_conv.pad, p.device,
                              p.dtype)
         self.image, self.kernel, self.input_conv = channels_last(image), weight.shape[2:], (flat_taps(weight), bias)
+        self.previous = PreviousPixel(self.image, model.embed)
         self.proj = [frozen_pointwise(b.proj) if isinstance(b.proj, MaskedConv2d) else None for b in model.blocks]
-        self.out_hidden, self.out = frozen_pointwise(model.out_hidden), frozen_pointwise(model.out)
-        self.previous: tuple[int, int] | None = None  # the position stepped last
+        self.output = OutputStack(model.out_hidden, model.out)
+        self.biases = [b.lstm.class_bias.frozen(c, (self.height, self.width)) for b in model.blocks]
         self.row = -1  # the row stepped last
 
     def start_row(self, x: torch.Tensor, i: int) -> None:
         """Work done once per row, at its first step (rows < i are final in x)."""
 
-    def lstm_at(self, k: int, h: torch.Tensor, j: int) -> torch.Tensor:
-        """Layer k's LSTM output (n, n_state) at (row, j) from its input h (n, n_channels) there."""
+    def lstm_at(self, k: int, h: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """Layer k's LSTM output (n, n_state) at (i, j) from its input h (n, n_channels) there."""
         raise NotImplementedError
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
         """Parameters (n, head.n_params) at (i, j) of the partial integer image x (n, C, H, W)."""
-        if self.previous is not None and self.previous != (i, j):  # its last channel is final only now
-            self.image.write(*self.previous, self.model.scale(x[:, :, self.previous[0], self.previous[1]]))
-        self.previous = (i, j)
+        self.previous.update(x, i, j)
         if i != self.row:
             self.row = i
             self.start_row(x, i)
-        self.image.write(i, j, self.model.scale(x[:, :, i, j]))
+        self.image.write(i, j, self.model.embed(x[:, :, i, j]))
         h = conv_at_flat(self.image.window(i, j, *self.kernel), *self.input_conv)  # (n, F)
         for k, proj in enumerate(self.proj):
-            out = self.lstm_at(k, h, j)  # (n, n_state)
+            out = self.lstm_at(k, h, i, j)  # (n, n_state)
             h = h + (out if proj is None else F.linear(out, *proj))
-        return F.linear(F.relu(F.linear(F.relu(h), *self.out_hidden)), *self.out)  # (n, P)
+        return self.output(h)  # (n, P)
 
 
 class RowLSTMCache(_PixelRNNCache):
     """Cached sampling of ``row-lstm``; see the module docstring for the schedule."""
 
-    def __init__(self, model, n: int, y: torch.Tensor | None):
-        super().__init__(model, n, y)
+    def __init__(self, model: RowLSTM, n: int, c: Condition | None):
+        super().__init__(model, n, c)
         L, W, ns, f = self.n_layers, self.width, self.n_state, model.options.n_channels
-        self.input_to_state = []  # per layer: (4ns, 2F) over [input (i, j - 1), input (i, j)], bias, class bias
+        self.input_to_state = []  # per layer: (4ns, 2F) over [input (i, j - 1), input (i, j)], bias
         for block in model.blocks:
             weight, bias = frozen(block.lstm.input_to_state)  # (4ns, F, 1, 2)
-            flat = weight[:, :, 0].permute(0, 2, 1).reshape(4 * ns, 2 * f)
-            self.input_to_state.append((flat, bias, _class_bias(block.lstm.class_bias, y)))
+            self.input_to_state.append((weight[:, :, 0].permute(0, 2, 1).reshape(4 * ns, 2 * f), bias))
         self.state_to_state = [b.lstm.state_to_state.weight.detach() for b in model.blocks]  # (4ns, ns, 3)
         self.inputs = self.zeros(L, n, W + 1, f)  # the current row of each layer's input; column 0 = padding
         self.h = self.zeros(L, n, ns, W)  # the current row's state
@@ -111,10 +105,10 @@ class RowLSTMCache(_PixelRNNCache):
         self.above = torch.stack([F.conv1d(self.h[k], w, padding=1) for k, w in enumerate(self.state_to_state)])
         self.c, self.c_above = self.c_above, self.c
 
-    def lstm_at(self, k: int, h: torch.Tensor, j: int) -> torch.Tensor:
+    def lstm_at(self, k: int, h: torch.Tensor, i: int, j: int) -> torch.Tensor:
         self.inputs[k, :, j + 1] = h
-        flat, bias, class_bias = self.input_to_state[k]
-        gates = F.linear(self.inputs[k, :, j: j + 2].reshape(self.n, -1), flat, bias) + class_bias  # (n, 4ns)
+        gates = F.linear(self.inputs[k, :, j: j + 2].reshape(self.n, -1), *self.input_to_state[k])
+        gates = gates + self.biases[k].at(i, j)  # (n, 4ns)
         if self.above is not None:
             gates = gates + self.above[k, :, :, j]
         h, c = lstm_step(gates.view(self.n, 4, self.n_state), self.c_above[k, :, :, j], 1)
@@ -125,11 +119,10 @@ class RowLSTMCache(_PixelRNNCache):
 class DiagonalBiLSTMCache(_PixelRNNCache):
     """Cached sampling of ``diagonal-bilstm``; see the module docstring for the schedule."""
 
-    def __init__(self, model, n: int, y: torch.Tensor | None):
-        super().__init__(model, n, y)
+    def __init__(self, model: DiagonalBiLSTM, n: int, c: Condition | None):
+        super().__init__(model, n, c)
         L, W, ns = self.n_layers, self.width, self.n_state
-        self.input_to_state = [(*frozen_pointwise(b.lstm.input_to_state), _class_bias(b.lstm.class_bias, y))
-                               for b in model.blocks]  # (8ns, F), bias, class bias: both directions
+        self.input_to_state = [frozen_pointwise(b.lstm.input_to_state) for b in model.blocks]  # (8ns, F): both ways
         # state-to-state (8ns, ns, 2): tap 0 reads the row above, tap 1 the previous position along the row
         s2s = [b.lstm.state_to_state.weight.detach() for b in model.blocks]
         self.forward_s2s = [torch.cat([w[: 4 * ns, :, 0], w[: 4 * ns, :, 1]], 1) for w in s2s]  # (4ns, 2ns)
@@ -146,7 +139,7 @@ class DiagonalBiLSTMCache(_PixelRNNCache):
             return
         self.h_above, self.h = self.h[:, 1:], torch.zeros_like(self.h)
         gates = self.reverse_gates.clone()  # (L, W, n, 4ns), row i - 1
-        pixels = self.model.scale(x[:, :, i - 1]).permute(2, 0, 1)  # (W, n, C), all final
+        pixels = self.model.embed(x[:, :, i - 1]).permute(2, 0, 1)  # (W, n, C), all final
         gates[0] = gates[0] + F.linear(pixels, self.image_to_reverse)
         h = c = self.zeros(self.n_layers, self.n, self.n_state)  # (L, n, ns): column W is outside the image
         rows = []
@@ -156,10 +149,9 @@ class DiagonalBiLSTMCache(_PixelRNNCache):
             rows.append(h)
         self.reverse = torch.stack(rows[::-1], 1)  # (L, W, n, ns)
 
-    def lstm_at(self, k: int, h: torch.Tensor, j: int) -> torch.Tensor:
+    def lstm_at(self, k: int, h: torch.Tensor, i: int, j: int) -> torch.Tensor:
         ns = self.n_state
-        weight, bias, class_bias = self.input_to_state[k]
-        gates = F.linear(h, weight, bias) + class_bias  # (n, 8ns)
+        gates = F.linear(h, *self.input_to_state[k]) + self.biases[k].at(i, j)  # (n, 8ns)
         self.reverse_gates[k, j] = gates[:, 4 * ns:]
         s2s = F.linear(torch.cat([self.h_above[k, j], self.h[k, j]], 1), self.forward_s2s[k])  # (n, 4ns)
         h, c = lstm_step((gates[:, : 4 * ns] + s2s).view(self.n, 4, ns), self.c[k, j], 1)

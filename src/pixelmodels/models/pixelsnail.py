@@ -21,8 +21,8 @@ blocks, each
 Then ELU and a 1x1 convolution to the head's parameters. Thanks to attention the
 receptive field is every earlier pixel from the first block on. The layers are
 weight-normalized with the data-dependent initialization of [3]
-(``initialize_from_data``). ``sampling_cache`` gives the fast exact sampler
-(one position per step, keys and values cached: ``pixelsnail_cache``). The
+(``initialize_from_data``). ``pixelsnail_cache`` is the fast exact sampler
+(one position per step, keys and values cached). The
 network conditions on whole pixels, so either head models the channels within
 a pixel itself (logistic mixture by default).
 
@@ -55,9 +55,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from pixelmodels.errors import PixelModelsError
 from pixelmodels.models.base import AutoregressiveModel
-from pixelmodels.models.pixelsnail_cache import PixelSNAILCache
 from pixelmodels.nn import (
     NIN,
     CausalSelfAttention,
@@ -67,48 +65,39 @@ from pixelmodels.nn import (
     down_shift,
     right_shift,
 )
+from pixelmodels.nn.conditioning import Condition, Conditioning
+from pixelmodels.settings import LIKELIHOODS, MAX_FEATURES, MAX_HEADS, MAX_LAYERS, MAX_MIXTURES, Settings, setting
 
 ATTENTION = ("sdpa", "explicit")
 
 
 @dataclass
-class PixelSNAILOptions:
-    """Hyperparameters of ``pixelsnail``.
+class PixelSNAILOptions(Settings):
+    """Hyperparameters of ``pixelsnail`` (each field's help and range beside it)."""
 
-    Args:
-        n_filters: features of the residual stream.
-        n_blocks: attention blocks.
-        n_res_layers: gated residual layers before the attention of each block.
-        n_heads: attention heads.
-        key_size: query/key features per head.
-        value_size: value features per head (the attention output has n_heads * value_size).
-        dropout: dropout probability inside the gated residual layers.
-        attn_dropout: dropout probability on the attention weights.
-        n_mixtures: logistic mixture components (logistic-mixture head).
-        likelihood: "logistic-mixture" or "categorical".
-        weight_norm: weight-normalize every convolution.
-        data_init: data-dependent initialization on the first training batch.
-        attention: "sdpa" (memory linear in H*W where the backend allows) or
-            "explicit" (the materialized H*W x H*W weights; a reference for tests and benchmarks).
-        checkpoint_activations: in training (gradients on), keep only each block's input and recompute
-            the block's activations during the backward pass (``torch.utils.checkpoint``, non-reentrant):
-            about one block's activations in memory instead of all of them, for a third more compute.
-    """
-
-    n_filters: int = 256
-    n_blocks: int = 12
-    n_res_layers: int = 5
-    n_heads: int = 1
-    key_size: int = 16
-    value_size: int = 128
-    dropout: float = 0.5
-    attn_dropout: float = 0.0
-    n_mixtures: int = 10
-    likelihood: str = "logistic-mixture"
-    weight_norm: bool = True
-    data_init: bool = True
-    attention: str = "sdpa"
-    checkpoint_activations: bool = False
+    n_filters: int = setting(256, "features of the residual stream", ge=1, le=MAX_FEATURES)
+    n_blocks: int = setting(12, "attention blocks", ge=1, le=MAX_LAYERS)
+    n_res_layers: int = setting(5, "gated residual layers before the attention of each block", ge=0, le=MAX_LAYERS)
+    n_heads: int = setting(1, "attention heads", ge=1, le=MAX_HEADS)
+    key_size: int = setting(16, "query/key features per head", ge=1, le=MAX_FEATURES)
+    value_size: int = setting(128, "value features per head (the attention output has n_heads * value_size)",
+                              ge=1, le=MAX_FEATURES)
+    dropout: float = setting(0.5, "dropout probability inside the gated residual layers", ge=0, lt=1,
+                             noun="a probability")
+    attn_dropout: float = setting(0.0, "dropout probability on the attention weights", ge=0, lt=1,
+                                  noun="a probability")
+    n_mixtures: int = setting(10, "logistic mixture components (logistic-mixture head)", ge=1, le=MAX_MIXTURES)
+    likelihood: str = setting("logistic-mixture", "the likelihood head", choices=LIKELIHOODS)
+    weight_norm: bool = setting(True, "weight-normalize every convolution")
+    data_init: bool = setting(True, "data-dependent initialization on the first training batch")
+    attention: str = setting("sdpa", "sdpa (memory linear in H*W where the backend allows) or explicit (the "
+                             "materialized H*W x H*W weights; a reference for tests and benchmarks)",
+                             choices=ATTENTION)
+    checkpoint_activations: bool = setting(False, "in training (gradients on), keep only each block's input and "
+                                           "recompute the block's activations during the backward pass "
+                                           "(torch.utils.checkpoint, non-reentrant): about one block's "
+                                           "activations in memory instead of all of them, for a third more "
+                                           "compute")
 
 
 PRESETS = {
@@ -125,12 +114,12 @@ TRAIN_DEFAULTS = dict(lr=1e-3, lr_decay=0.999995, ema=0.9995, optimizer="adam", 
 class AttentionBlock(nn.Module):
     """Gated residual layers, then causal attention over [image, block input, stream, position], mixed back in."""
 
-    def __init__(self, c: int, options: PixelSNAILOptions, n_classes: int | None):
+    def __init__(self, c: int, options: PixelSNAILOptions, conditioning: Conditioning):
         super().__init__()
         o, n = options, options.n_filters
 
         def gated(width, conv, n_aux=0):
-            return GatedResNet(width, conv, n_aux, n_classes, o.dropout, o.weight_norm)
+            return GatedResNet(width, conv, n_aux, conditioning, o.dropout, o.weight_norm)
 
         self.res = nn.ModuleList(gated(n, DownRightShiftedConv2d) for _ in range(o.n_res_layers))
         self.kv_in = gated(c + 2 * n + 2, NIN)
@@ -139,13 +128,13 @@ class AttentionBlock(nn.Module):
                                              o.attn_dropout, o.weight_norm, explicit=o.attention == "explicit")
         self.out = gated(n, NIN, o.n_heads * o.value_size)
 
-    def forward(self, block_in, x, background, y=None):
+    def forward(self, block_in, x, background, c: Condition | None = None):
         ul = block_in
         for layer in self.res:
-            ul = layer(ul, y=y)
-        kv = self.kv_in(torch.cat([x, block_in, ul, background], dim=1), y=y)  # (B, C+2n+2, H, W)
-        q = self.q_in(torch.cat([ul, background], dim=1), y=y)  # (B, n+2, H, W)
-        return self.out(ul, self.attention(q, kv), y=y)  # (B, n, H, W)
+            ul = layer(ul, c=c)
+        kv = self.kv_in(torch.cat([x, block_in, ul, background], dim=1), c=c)  # (B, C+2n+2, H, W)
+        q = self.q_in(torch.cat([ul, background], dim=1), c=c)  # (B, n+2, H, W)
+        return self.out(ul, self.attention(q, kv), c=c)  # (B, n, H, W)
 
 
 class PixelSNAIL(AutoregressiveModel):
@@ -154,17 +143,11 @@ class PixelSNAIL(AutoregressiveModel):
     channel_masked = False
 
     def __init__(self, config, options: PixelSNAILOptions):
-        if options.attention not in ATTENTION:
-            raise PixelModelsError(f"--attention: expected one of {list(ATTENTION)}, found {options.attention!r}")
-        for name in ("n_filters", "n_blocks", "n_heads", "key_size", "value_size"):
-            value = getattr(options, name)
-            if value < 1:
-                raise PixelModelsError(f"--{name.replace('_', '-')}: expected at least 1, found {value}")
         super().__init__(config, options)
-        c, n, wn = config.image_shape[0], options.n_filters, options.weight_norm
+        c, n, wn = self.input_channels, options.n_filters, options.weight_norm
         self.in_above = DownShiftedConv2d(c + 1, n, (1, 3), weight_norm=wn)
         self.in_left = DownRightShiftedConv2d(c + 1, n, (2, 1), weight_norm=wn)
-        self.blocks = nn.ModuleList(AttentionBlock(c, options, config.n_classes) for _ in range(options.n_blocks))
+        self.blocks = nn.ModuleList(AttentionBlock(c, options, self.conditioning) for _ in range(options.n_blocks))
         self.out = NIN(n, self.head.n_params, weight_norm=wn)
 
     @property
@@ -183,18 +166,14 @@ class PixelSNAIL(AutoregressiveModel):
         cols = (torch.arange(w, device=x.device, dtype=x.dtype) / width - 0.5)[None, :].expand(h, w)
         return torch.stack([rows, cols])[None].expand(b, 2, h, w)
 
-    def network(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def network(self, x: torch.Tensor, c: Condition | None) -> torch.Tensor:
         background = self.background(x)
         x_pad = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (B, C+1, H, W)
         ul = down_shift(self.in_above(x_pad)) + right_shift(self.in_left(x_pad))  # strictly earlier pixels
         recompute = self.options.checkpoint_activations and torch.is_grad_enabled()
         for block in self.blocks:  # recomputation draws the same dropout masks (the RNG state is kept)
             if recompute:
-                ul = checkpoint(block, ul, x, background, y, use_reentrant=False)
+                ul = checkpoint(block, ul, x, background, c, use_reentrant=False)
             else:
-                ul = block(ul, x, background, y)
+                ul = block(ul, x, background, c)
         return self.out(F.elu(ul))  # (B, head.n_params, H, W)
-
-    def sampling_cache(self, n: int, y: torch.Tensor | None) -> PixelSNAILCache:
-        """The cached sampler's state for ``n`` images with labels ``y`` (``pixelmodels.models.pixelsnail_cache``)."""
-        return PixelSNAILCache(self, n, y)

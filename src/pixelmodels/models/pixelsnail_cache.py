@@ -9,9 +9,10 @@ t = i * W + j, computing only what that position needs:
   (complete now) is computed once for the whole row; at (i, j) its column j is
   added to the right-shifted 2x1 convolution of pixels (i-1..i, j-1);
 * each block at (i, j): every gated residual layer convolves (2x2) the last two
-  rows of concat_elu of its input and of its hidden map, kept in rolling
-  two-row buffers; then the key and value of position t-1 (from x, the block's
-  input and its stream at t-1, kept from the previous step, and the background)
+  rows of concat_elu of its input and of its hidden map, kept in buffers of the
+  last two rows (``pixelmodels.nn.incremental.GatedResNetStep``); then the key
+  and value of position t-1 (from x, the block's input and its stream at t-1,
+  kept from the previous step, and the background)
   are written into the block's pre-allocated K/V cache, and the query of (i, j)
   attends to keys 0..t-1 (the output is zero at t = 0); the block's output
   layer mixes the result into the stream at (i, j), for the next block;
@@ -32,8 +33,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.nn import concat_elu
-from pixelmodels.nn.incremental import PaddedBuffer, conv_row, frozen
+from pixelmodels.models.base import SamplingCache
+from pixelmodels.models.pixelsnail import PixelSNAIL
+from pixelmodels.nn.conditioning import Condition
+from pixelmodels.nn.incremental import GatedResNetStep, PaddedBuffer, conv_row, frozen
 
 
 def _flat(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -42,84 +45,36 @@ def _flat(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     return weight.reshape(weight.shape[0], -1), bias
 
 
-class _TwoRows:
-    """Rows i-1 and i of a map, (n, C, 2, 1 + W) with a zero column on the left: what a 2x2
-    down-right-shifted convolution reads for row i. Rows before the first are zero."""
-
-    def __init__(self, n: int, channels: int, width: int, like: torch.Tensor):
-        self.data = like.new_zeros(n, channels, 2, 1 + width)
-
-    def next_row(self) -> None:
-        self.data[:, :, 0] = self.data[:, :, 1]
-        self.data[:, :, 1] = 0
-
-    def window(self, j: int, value: torch.Tensor) -> torch.Tensor:
-        """Write (n, C) at column j of row i, return the flattened 2x2 window (n, C * 4) ending there."""
-        self.data[:, :, 1, 1 + j] = value
-        return self.data[:, :, :, j: j + 2].reshape(value.shape[0], -1)
-
-
-class _Gated:
-    """A ``GatedResNet`` of 1x1 convolutions at one position: (n, F) -> (n, F)."""
-
-    def __init__(self, layer: nn.Module, y: torch.Tensor | None):
-        self.conv1, self.conv2 = _flat(layer.conv1), _flat(layer.conv2)
-        self.aux = None if layer.aux is None else _flat(layer.aux)
-        bias = layer.class_bias(y)
-        self.class_bias = bias if isinstance(bias, float) else bias[:, :, 0, 0]  # (n, 2F) or 0.0
-
-    def gate(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        a, b = (h + self.class_bias).chunk(2, dim=1)
-        return z + a * torch.sigmoid(b)
-
-    def at(self, z: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
-        h = F.linear(concat_elu(z), *self.conv1)
-        if self.aux is not None:
-            h = h + F.linear(concat_elu(aux), *self.aux)
-        return self.gate(z, F.linear(concat_elu(h), *self.conv2))
-
-
-class _Residual(_Gated):
-    """A ``GatedResNet`` of 2x2 down-right-shifted convolutions at (i, j), from its two-row buffers."""
-
-    def __init__(self, layer: nn.Module, y: torch.Tensor | None, n: int, width: int, like: torch.Tensor):
-        super().__init__(layer, y)
-        self.inputs = _TwoRows(n, self.conv1[0].shape[1] // 4, width, like)  # concat_elu(z)
-        self.hidden = _TwoRows(n, self.conv2[0].shape[1] // 4, width, like)  # concat_elu(h)
-
-    def next_row(self) -> None:
-        self.inputs.next_row()
-        self.hidden.next_row()
-
-    def at(self, z: torch.Tensor, j: int) -> torch.Tensor:
-        h = F.linear(self.inputs.window(j, concat_elu(z)), *self.conv1)
-        return self.gate(z, F.linear(self.hidden.window(j, concat_elu(h)), *self.conv2))
-
-
 class _Block:
     """An ``AttentionBlock`` at one position, with the keys and values of the positions before it."""
 
-    def __init__(self, block: nn.Module, y: torch.Tensor | None, n: int, size: tuple[int, int],
-                 like: torch.Tensor):
+    def __init__(self, block: nn.Module, c: Condition | None, n: int, size: tuple[int, int]):
         attention = block.attention
         self.heads, self.key_size, self.value_size = attention.n_heads, attention.key_size, attention.value_size
-        self.res = [_Residual(layer, y, n, size[1], like) for layer in block.res]
-        self.kv_in, self.q_in, self.out = _Gated(block.kv_in, y), _Gated(block.q_in, y), _Gated(block.out, y)
+
+        def step(layer, keep_rows=None):
+            return GatedResNetStep(layer, layer.class_bias.frozen(c, size), n, *size, keep_rows=keep_rows)
+
+        self.res = [step(layer, keep_rows=2) for layer in block.res]  # 2x2 kernels: two rows kept
+        self.kv_in, self.q_in, self.out = step(block.kv_in), step(block.q_in), step(block.out)
         self.query, self.key_value = _flat(attention.query), _flat(attention.key_value)
+        like = self.query[0]
         t = size[0] * size[1]
         self.keys = like.new_zeros(n, self.heads, t, self.key_size)  # (n, heads, H*W, key_size)
         self.values = like.new_zeros(n, self.heads, t, self.value_size)  # (n, heads, H*W, value_size)
         self.previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (block input, stream) at t-1
+        self.width = size[1]
 
-    def at(self, block_in: torch.Tensor, t: int, j: int, x_before: torch.Tensor | None,
+    def at(self, block_in: torch.Tensor, t: int, x_before: torch.Tensor | None,
            background: torch.Tensor, background_before: torch.Tensor | None) -> torch.Tensor:
-        """The block's output (n, F) at position t (column j); x_before: the scaled pixel t-1 (n, C)."""
+        """The block's output (n, F) at position t; x_before: the scaled pixel t-1 (n, C)."""
         n, heads = block_in.shape[0], self.heads
+        (i, j), before = divmod(t, self.width), divmod(t - 1, self.width)
         ul = block_in
         for layer in self.res:
-            ul = layer.at(ul, j)
+            ul = layer.at(i, j, ul)
         if t > 0:  # pixel t-1 is final: its key and value join the cache
-            kv = self.kv_in.at(torch.cat([x_before, *self.previous, background_before], dim=1))
+            kv = self.kv_in.at(*before, torch.cat([x_before, *self.previous, background_before], dim=1))
             k, v = F.linear(kv, *self.key_value).split([heads * self.key_size, heads * self.value_size], dim=1)
             self.keys[:, :, t - 1] = k.view(n, heads, self.key_size)
             self.values[:, :, t - 1] = v.view(n, heads, self.value_size)
@@ -127,27 +82,29 @@ class _Block:
         if t == 0:  # attends to nothing
             attended = ul.new_zeros(n, heads * self.value_size)
         else:
-            q = F.linear(self.q_in.at(torch.cat([ul, background], dim=1)), *self.query).view(n, heads, 1, -1)
+            q = self.q_in.at(i, j, torch.cat([ul, background], dim=1))
+            q = F.linear(q, *self.query).view(n, heads, 1, -1)
             scores = q @ self.keys[:, :, :t].transpose(-2, -1) * self.key_size**-0.5  # (n, heads, 1, t)
             attended = (torch.softmax(scores, dim=-1) @ self.values[:, :, :t]).reshape(n, -1)
-        return self.out.at(ul, attended)
+        return self.out.at(i, j, ul, attended)
 
 
-class PixelSNAILCache:
+class PixelSNAILCache(SamplingCache):
     """The cached sampler's state for ``n`` images of a ``PixelSNAIL`` (see the module docstring).
 
     ``step`` must be called once per position, in raster order.
     """
 
-    def __init__(self, model: nn.Module, n: int, y: torch.Tensor | None):
+    def __init__(self, model: PixelSNAIL, n: int, c: Condition | None):
+        super().__init__(model, n, c)
         like = next(model.parameters()).detach()
-        c, h, w = model.image_shape
-        self.model, self.n, self.size = model, n, (h, w)
-        self.pixels = PaddedBuffer(n, c + 1, h, w, (1, 1, 1, 0), device=like.device, dtype=like.dtype)
+        channels, (h, w) = model.input_channels, model.image_shape[1:]
+        self.size = (h, w)
+        self.pixels = PaddedBuffer(n, channels + 1, h, w, (1, 1, 1, 0), device=like.device, dtype=like.dtype)
         self.above = frozen(model.in_above)  # 1x3, applied to row i-1 at the start of row i
         self.above_row = like.new_zeros(n, model.options.n_filters, w)  # (n, F, W)
         self.left = _flat(model.in_left)  # 2x1 over (i-1..i, j-1)
-        self.blocks = [_Block(block, y, n, (h, w), like) for block in model.blocks]
+        self.blocks = [_Block(block, c, n, (h, w)) for block in model.blocks]
         self.out = _flat(model.out)
         background = model.background(like.new_zeros(1, 1, h, w))  # (1, 2, H, W)
         self.background = background[0].flatten(1).T  # (H*W, 2)
@@ -165,19 +122,15 @@ class PixelSNAILCache:
         n, x_before, background_before = self.n, None, None
         if t > 0:
             pi, pj = divmod(t - 1, w)
-            x_before = self.model.scale(x[:, :, pi, pj])  # (n, C)
+            x_before = self.model.embed(x[:, :, pi, pj])  # (n, C)
             self.pixels.write(pi, pj, torch.cat([x_before, torch.ones_like(x_before[:, :1])], dim=1))
             background_before = self.background[t - 1].expand(n, 2)
-        if j == 0:
-            if i > 0:
-                self.above_row = conv_row(self.pixels.rows(i, 1), *self.above)  # row i-1, down-shifted
-            for block in self.blocks:
-                for layer in block.res:
-                    layer.next_row()
+        if j == 0 and i > 0:
+            self.above_row = conv_row(self.pixels.rows(i, 1), *self.above)  # row i-1, down-shifted
         ul = self.above_row[:, :, j]
         if j > 0:
             ul = ul + F.linear(self.pixels.window(i, j, 2, 1).reshape(n, -1), *self.left)  # right-shifted
         background = self.background[t].expand(n, 2)
         for block in self.blocks:
-            ul = block.at(ul, t, j, x_before, background, background_before)
+            ul = block.at(ul, t, x_before, background, background_before)
         return F.linear(F.elu(ul), *self.out)  # (n, head.n_params)

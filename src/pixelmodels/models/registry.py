@@ -1,8 +1,12 @@
-"""Registry of model families: name -> (class, options dataclass, presets).
+"""Registry of model families: name -> (class, options dataclass, presets, cached sampler).
 
-``create_model`` resolves a preset and the user's overrides into the family's
-options dataclass; ``list_models`` feeds the CLI's choices and the tests,
-which run over every registered model.
+Each entry names a family's network (``models/<family>.py``) and its cached
+sampler (``models/<family>_cache.py``, which imports the network, never the
+reverse); registering sets the class's ``cache_class``, which
+``AutoregressiveModel.sampling_cache`` builds. ``create_model`` resolves a
+preset and the user's overrides into the family's options dataclass;
+``list_models`` feeds the CLI's choices and the tests, which run over every
+registered model.
 """
 
 from __future__ import annotations
@@ -13,30 +17,51 @@ from typing import Any
 
 from pixelmodels.config import ModelConfig
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.models import gated_pixelcnn, pixelcnn, pixelcnnpp, pixelrnn, pixelsnail
+from pixelmodels.models import (
+    gated_pixelcnn,
+    gated_pixelcnn_cache,
+    pixelcnn,
+    pixelcnn_cache,
+    pixelcnnpp,
+    pixelcnnpp_cache,
+    pixelrnn,
+    pixelrnn_cache,
+    pixelsnail,
+    pixelsnail_cache,
+)
+from pixelmodels.models.base import AutoregressiveModel, SamplingCache
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    cls: type
+    """A registered family: its network class, options dataclass, presets, cached sampler, training defaults."""
+
+    cls: type[AutoregressiveModel]
     options: type
     presets: dict[str, dict[str, Any]]
+    cache: type[SamplingCache]
     train_defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self.cls.cache_class = self.cache
 
 
 # Training settings a model family prefers when the user gives none.
 _TRAIN = dict(lr=5e-4, lr_decay=0.999995, ema=0.9995, optimizer="adam", adam_betas=(0.9, 0.999))
 
 REGISTRY: dict[str, ModelSpec] = {
-    "pixelcnn": ModelSpec(pixelcnn.PixelCNN, pixelcnn.PixelCNNOptions, pixelcnn.PRESETS, _TRAIN),
+    "pixelcnn": ModelSpec(pixelcnn.PixelCNN, pixelcnn.PixelCNNOptions, pixelcnn.PRESETS,
+                          pixelcnn_cache.PixelCNNCache, _TRAIN),
     "gated-pixelcnn": ModelSpec(gated_pixelcnn.GatedPixelCNN, gated_pixelcnn.GatedPixelCNNOptions,
-                                gated_pixelcnn.PRESETS, _TRAIN),
+                                gated_pixelcnn.PRESETS, gated_pixelcnn_cache.GatedPixelCNNCache, _TRAIN),
     "pixelcnnpp": ModelSpec(pixelcnnpp.PixelCNNPP, pixelcnnpp.PixelCNNPPOptions, pixelcnnpp.PRESETS,
-                            pixelcnnpp.TRAIN_DEFAULTS),
+                            pixelcnnpp_cache.PixelCNNPPCache, pixelcnnpp.TRAIN_DEFAULTS),
     "pixelsnail": ModelSpec(pixelsnail.PixelSNAIL, pixelsnail.PixelSNAILOptions, pixelsnail.PRESETS,
-                            pixelsnail.TRAIN_DEFAULTS),
-    "row-lstm": ModelSpec(pixelrnn.RowLSTM, pixelrnn.PixelRNNOptions, pixelrnn.PRESETS, _TRAIN),
-    "diagonal-bilstm": ModelSpec(pixelrnn.DiagonalBiLSTM, pixelrnn.PixelRNNOptions, pixelrnn.PRESETS, _TRAIN),
+                            pixelsnail_cache.PixelSNAILCache, pixelsnail.TRAIN_DEFAULTS),
+    "row-lstm": ModelSpec(pixelrnn.RowLSTM, pixelrnn.PixelRNNOptions, pixelrnn.PRESETS,
+                          pixelrnn_cache.RowLSTMCache, _TRAIN),
+    "diagonal-bilstm": ModelSpec(pixelrnn.DiagonalBiLSTM, pixelrnn.PixelRNNOptions, pixelrnn.PRESETS,
+                                 pixelrnn_cache.DiagonalBiLSTMCache, _TRAIN),
 }
 
 
@@ -51,8 +76,10 @@ def get_spec(name: str) -> ModelSpec:
     return REGISTRY[name]
 
 
-def resolve_options(name: str, preset: str = "default", overrides: dict[str, Any] | None = None):
-    """The options dataclass of ``name`` at ``preset`` with ``overrides`` applied."""
+def resolve_options(name: str, preset: str = "default", overrides: dict[str, Any] | None = None,
+                    codes: bool = False):
+    """The options dataclass of ``name`` at ``preset`` with ``overrides`` applied; for a model of ``codes``
+    the likelihood is categorical unless the overrides name one."""
     spec = get_spec(name)
     if preset not in spec.presets:
         raise PixelModelsError(f"--preset: {name} has no preset {preset!r}; expected one of {sorted(spec.presets)}")
@@ -61,37 +88,42 @@ def resolve_options(name: str, preset: str = "default", overrides: dict[str, Any
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise PixelModelsError(f"{name}: unknown options {unknown}; expected some of {sorted(fields)}")
-    return spec.options(**{**spec.presets[preset], **overrides})
+    defaults = {**spec.presets[preset], **({"likelihood": "categorical"} if codes else {})}
+    return spec.options(**{**defaults, **overrides})
 
 
 def build_model(config: ModelConfig):
     """Build the model described by a resolved ``ModelConfig``."""
     _check_common(config)
-    options = resolve_options(config.name, config.preset, config.options)
+    options = resolve_options(config.name, config.preset, config.options, codes=config.n_codes is not None)
     return get_spec(config.name).cls(config, options)
 
 
-def create_model(name: str, *, image_shape, n_bits: int = 8, n_classes: int | None = None,
-                 preset: str = "default", **overrides):
+def create_model(name: str, *, image_shape, n_bits: int | None = None, n_classes: int | None = None,
+                 n_codes: int | None = None, cond_shape: tuple[int, ...] | None = None, preset: str = "default",
+                 **overrides):
     """Create a fresh model: ``create_model("gated-pixelcnn", image_shape=(1, 28, 28))``.
 
     Args:
         name: a name from ``list_models()``.
-        image_shape: (C, H, W) with C in {1, 3}.
-        n_bits: bits per sub-pixel, 1..8.
+        image_shape: (C, H, W) with C in {1, 3} (C = 1 for code maps), any H and W.
+        n_bits: bits per sub-pixel of images, 1..8 (default 8).
         n_classes: number of classes for a class-conditional model, else None.
+        n_codes: K for a prior over maps of K unordered codes (VQ-VAE latents); excludes ``n_bits``.
+        cond_shape: (D,) for a vector condition, (D, h, w) for a spatial map, else None.
         preset: a preset of the family ("tiny", "small", "default", ...).
         **overrides: any field of the family's options dataclass.
     """
-    config = ModelConfig(name=name, image_shape=tuple(image_shape), n_bits=n_bits, n_classes=n_classes,
-                         preset=preset, options=overrides)
+    if n_codes is not None and n_bits is not None:
+        raise PixelModelsError(f"n_codes / n_bits: a model takes codes (n_codes) or images of n_bits bits, not "
+                               f"both; found n_codes={n_codes} and n_bits={n_bits}")
+    config = ModelConfig(name=name, image_shape=tuple(image_shape), n_bits=None if n_codes is not None else
+                         (8 if n_bits is None else n_bits), n_classes=n_classes, n_codes=n_codes,
+                         cond_shape=None if cond_shape is None else tuple(cond_shape), preset=preset,
+                         options=overrides)
     return build_model(config)
 
 
 def _check_common(config: ModelConfig) -> None:
-    if not isinstance(config.n_bits, int) or not 1 <= config.n_bits <= 8:
-        raise PixelModelsError(f"--n-bits: expected an integer from 1 to 8, found {config.n_bits!r}")
-    if len(config.image_shape) != 3 or config.image_shape[0] not in (1, 3) or min(config.image_shape) < 1:
-        raise PixelModelsError(f"image_shape: expected (C, H, W) with C 1 or 3, found {config.image_shape}")
-    if config.n_classes is not None and config.n_classes < 1:
-        raise PixelModelsError(f"n_classes: expected a positive number of classes, found {config.n_classes}")
+    """n_bits, image_shape, n_classes: ModelConfig's declarations, checked again in case it changed since."""
+    config.__post_init__()

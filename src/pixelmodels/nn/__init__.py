@@ -1,8 +1,9 @@
 """Building blocks shared by the models: masked and shifted convolutions, gated blocks,
-class conditioning, weight-norm initialization."""
+conditioning, causal attention, weight-norm initialization; ``incremental`` holds the
+one-position versions the caches use."""
 
 from pixelmodels.nn.attention import CausalSelfAttention, causal_attention
-from pixelmodels.nn.conditioning import ClassBias
+from pixelmodels.nn.conditioning import Condition, ConditionBias, Conditioning, FrozenBias
 from pixelmodels.nn.init import data_dependent_init, weight_normed_layers
 from pixelmodels.nn.masked import MaskedConv2d, causal_mask, channel_groups
 from pixelmodels.nn.shifted import (
@@ -18,8 +19,8 @@ from pixelmodels.nn.shifted import (
 )
 
 __all__ = [
-    "ClassBias", "DownRightShiftedConv2d", "DownRightShiftedConvTranspose2d", "DownShiftedConv2d",
-    "DownShiftedConvTranspose2d", "GatedResNet", "MaskedConv2d", "NIN", "causal_mask", "channel_groups",
-    "concat_elu", "data_dependent_init", "down_shift", "right_shift", "weight_normed_layers",
-    "CausalSelfAttention", "causal_attention",
+    "CausalSelfAttention", "Condition", "ConditionBias", "Conditioning", "DownRightShiftedConv2d",
+    "DownRightShiftedConvTranspose2d", "DownShiftedConv2d", "DownShiftedConvTranspose2d", "FrozenBias",
+    "GatedResNet", "MaskedConv2d", "NIN", "causal_attention", "causal_mask", "channel_groups", "concat_elu",
+    "data_dependent_init", "down_shift", "right_shift", "weight_normed_layers",
 ]

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
-from pixelmodels.nn.conditioning import ClassBias
+from pixelmodels.nn.conditioning import Condition, Conditioning
 
 
 def maybe_weight_norm(layer: nn.Module, enabled: bool, init_scale: float = 1.0) -> nn.Module:
@@ -137,23 +137,23 @@ class GatedResNet(nn.Module):
     """The gated residual block of PixelCNN++: x + a * sigmoid(b), with [a, b] from two convolutions.
 
     ``aux`` (another stream or a skip connection) enters through a 1x1 convolution,
-    class conditioning as a learned per-class bias on the gate's input. The block
-    owns its residual connection.
+    the condition as the model's conditioning bias on the gate's input (``conditioning``:
+    the model's ``Conditioning``; None: unconditional). The block owns its residual connection.
     """
 
-    def __init__(self, n: int, conv: type, n_aux: int = 0, n_classes: int | None = None,
+    def __init__(self, n: int, conv: type, n_aux: int = 0, conditioning: Conditioning | None = None,
                  dropout: float = 0.0, weight_norm: bool = True):
         super().__init__()
         self.conv1 = conv(2 * n, n, weight_norm=weight_norm)
         self.aux = NIN(2 * n_aux, n, weight_norm=weight_norm) if n_aux else None
         self.dropout = dropout
         self.conv2 = conv(2 * n, 2 * n, weight_norm=weight_norm, init_scale=0.1)
-        self.class_bias = ClassBias(n_classes, 2 * n)
+        self.class_bias = (Conditioning() if conditioning is None else conditioning).bias(2 * n)
 
-    def forward(self, x, aux=None, y=None):
+    def forward(self, x, aux=None, c: Condition | None = None):
         h = self.conv1(concat_elu(x))
         if self.aux is not None:
             h = h + self.aux(concat_elu(aux))
-        h = self.class_bias.add(self.conv2(dropout(concat_elu(h), self.dropout, self.training)), y)
+        h = self.class_bias.add(self.conv2(dropout(concat_elu(h), self.dropout, self.training)), c)
         a, b = h.chunk(2, dim=1)
         return x + a * torch.sigmoid(b)
