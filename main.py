@@ -29,7 +29,9 @@ from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig, 
 from pixelmodels.data import DATASET_INFO, ImageDataset
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.imageio import make_grid, save_grid
-from pixelmodels.training import Trainer, evaluate, sample_grid
+from pixelmodels.evaluation import evaluate, sample_grid
+from pixelmodels.runs import build_trainer
+from pixelmodels.training import Trainer
 
 DATASETS = ["mnist", "cifar10", "colored-mnist"]
 MODELS = {"pixelcnn": "gated-pixelcnn", "pixelcnnpp": "pixelcnnpp", "pixelsnail": "pixelsnail"}
@@ -271,8 +273,8 @@ def restored_run(ns: argparse.Namespace, given: dict) -> tuple[RunConfig, Path]:
 class MainTrainer(Trainer):
     """A Trainer that evaluates and samples as the original: prints bits/dim, writes generation_sample_step_N.png."""
 
-    def __init__(self, run, out, resume, n_samples: int, mini_data: bool):
-        super().__init__(run, out, resume=resume)
+    def __init__(self, *args, n_samples: int, mini_data: bool, **kwargs):
+        super().__init__(*args, **kwargs)
         self.n_samples = n_samples
         if mini_data:  # the original's quick runs: one batch of training images, evaluated on itself
             t, n = self.train_set, self.run.train.batch_size
@@ -314,7 +316,8 @@ def run_main(argv: list[str]) -> int:
     if run.model.name == "gated-pixelcnn" and run.model.options.get("weight_norm") \
             and (not restoring or "norm_layer" in given):
         print(NORM_WARNING, file=sys.stderr)
-    trainer = MainTrainer(run, out, resume=restoring, n_samples=ns.n_samples, mini_data=ns.mini_data)
+    trainer = build_trainer(run, out, resume=restoring, trainer_cls=MainTrainer, n_samples=ns.n_samples,
+                            mini_data=ns.mini_data)
     if restoring:  # as the original: --n_epochs more epochs from where the run stopped
         trainer.run = dataclasses.replace(trainer.run, train=dataclasses.replace(
             trainer.run.train, epochs=trainer.epoch + ns.n_epochs))

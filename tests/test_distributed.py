@@ -11,7 +11,7 @@ import torch
 
 import pixelmodels
 from pixelmodels.cli import main
-from pixelmodels.training import autocast, check_precision
+from pixelmodels.evaluation import autocast, check_precision
 from pixelmodels.errors import PixelModelsError
 
 from formats import write_mnist

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 import pixelmodels
 from pixelmodels.imageio import make_grid
-from pixelmodels.training import sample_grid
+from pixelmodels.evaluation import sample_grid
 
 from cachecheck import assert_cache_matches_full_pass, perturbed
 from formats import write_mnist
@@ -267,7 +267,7 @@ def test_weight_normed_gated_pixelcnn_is_causal(c, n_classes, train):
     groups = model.head.param_groups()
     for i, j, ch in itertools.product(range(h), range(w), range(c)):
         xs = model.scale(x).requires_grad_(True)
-        (grad,) = torch.autograd.grad(model.network(xs, y)[1, groups == ch, i, j].sum(), xs)
+        (grad,) = torch.autograd.grad(model.network(xs, model.condition(y))[1, groups == ch, i, j].sum(), xs)
         allowed = torch.zeros(c, h, w, dtype=torch.bool)
         allowed[:, :i] = True
         allowed[:, i, :j] = True

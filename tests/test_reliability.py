@@ -159,14 +159,14 @@ def test_non_finite_losses_are_skipped_and_counted(tmp_path, data, monkeypatch):
 
 def test_a_skipped_step_changes_no_weight(tmp_path, data, monkeypatch):
     from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from pixelmodels.training import Trainer
+    from pixelmodels.runs import build_trainer as Trainer
 
     monkeypatch.setenv("PIXELMODELS_NO_DOWNLOAD", "1")
     run = RunConfig(ModelConfig("gated-pixelcnn", (1, 1, 1), preset="tiny"),
                     DataConfig("fashion-mnist", str(data)), TrainConfig(batch_size=4, device="cpu"))
     trainer = Trainer(run, tmp_path / "t")
     trainer.out.mkdir()
-    x, y = trainer._batch(next(trainer.batches(0)))
+    x, y, _ = trainer._batch(next(trainer.batches(0)))
     trainer.faults.nan_attempts = {1}
     before = [p.detach().clone() for p in trainer.model.parameters()]
     ema = [p.detach().clone() for p in trainer.ema.model.parameters()]

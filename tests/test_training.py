@@ -1,20 +1,25 @@
 """The pieces of the training loop: EMA, schedule, evaluation."""
 
+import json
 import math
 
 import pytest
 import torch
 
 import pixelmodels
-from pixelmodels.training import EMA, evaluate, resolve_device, resolve_train_config
-from pixelmodels.config import TrainConfig
+from pixelmodels.evaluation import evaluate, resolve_device
+from pixelmodels.runs import resolve_train_config
+from pixelmodels.training import EMA, Trainer
+from pixelmodels.config import DataConfig, RunConfig, TrainConfig
 from pixelmodels.data import ImageDataset
 from pixelmodels.errors import PixelModelsError
+
+from formats import write_mnist
 
 
 def test_ema_starts_from_the_initial_weights_and_averages():
     model = torch.nn.Linear(3, 2)
-    ema = EMA(model, decay=0.9)
+    ema = EMA(model, decay=0.9, warmup=False)
     assert all(torch.equal(a, b) for a, b in zip(ema.model.parameters(), model.parameters()))
     before = [p.detach().clone() for p in model.parameters()]
     with torch.no_grad():
@@ -55,3 +60,118 @@ def test_evaluate_is_the_mean_of_per_image_bits_per_dim_over_batches():
     with torch.no_grad():
         first = -model.log_prob(images[:5], labels[:5]).double().sum().item() / (5 * 36 * math.log(2))
     assert evaluate(model, dataset, batch_size=2, limit=5) == pytest.approx(first, rel=1e-6)
+
+
+def bars(n: int, seed: int) -> ImageDataset:
+    """1x8x8 2-bit images: background pixels 0 or 1 at random, one row of 3s at a random height."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 2, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
+    x[torch.arange(n), 0, torch.randint(0, 8, (n,), generator=g)] = 3
+    return ImageDataset(x, torch.full((n,), -1), n_bits=2)
+
+
+def tiny_trainer(out, n_train: int = 64, resume: bool = False, **train) -> Trainer:
+    """A Trainer handed its objects directly: a tiny gated PixelCNN on ``bars``."""
+    torch.manual_seed(0)
+    model = pixelmodels.create_model("gated-pixelcnn", image_shape=(1, 8, 8), n_bits=2, preset="tiny")
+    cfg = resolve_train_config(TrainConfig(**{"batch_size": 16, "n_samples": 0, "device": "cpu", **train}),
+                               "gated-pixelcnn")
+    return Trainer(RunConfig(model.config, DataConfig(), cfg), model, bars(n_train, 1), bars(256, 2), out,
+                   resume=resume)
+
+
+def test_ema_warm_up_makes_the_average_as_good_as_the_weights_after_a_hundred_steps(tmp_path):
+    ratios = {}
+    for warmup in (True, False):
+        trainer = tiny_trainer(tmp_path / str(warmup), n_train=1600, max_steps=100, lr=0.01, ema=0.9995,
+                               ema_warmup=warmup)
+        ema_bpd = trainer.fit()["test_bpd"]
+        ratios[warmup] = ema_bpd / evaluate(trainer.model, trainer.test_set)
+    assert ratios[True] == pytest.approx(1.0, abs=0.02)
+    assert ratios[False] > 1.5  # without warm-up, 0.9995 keeps the average near the initial weights
+
+
+class FakeScaler:
+    """GradScaler's interface without CUDA: with ``skip`` every step is skipped as for inf/NaN gradients
+    (no optimizer step, and ``update()`` halves the scale), otherwise it steps at a constant scale."""
+
+    def __init__(self, skip: bool):
+        self.skip, self.value = skip, 2.0**16
+
+    def scale(self, loss):
+        return loss
+
+    def unscale_(self, optimizer):
+        pass
+
+    def step(self, optimizer):
+        if not self.skip:
+            optimizer.step()
+
+    def update(self):
+        self.value /= 2 if self.skip else 1
+
+    def get_scale(self) -> float:
+        return self.value
+
+    def state_dict(self) -> dict:
+        return {"scale": self.value}
+
+
+def test_a_step_the_fp16_scaler_skips_moves_neither_schedule_ema_nor_step_count(tmp_path):
+    trainer = tiny_trainer(tmp_path, log_every=1, lr_decay=0.5)
+    trainer.scaler = FakeScaler(skip=True)
+    x, y, _ = trainer._batch(next(trainer.batches(0)))
+    weights = [p.detach().clone() for p in trainer.model.parameters()]
+    ema = [p.detach().clone() for p in trainer.ema.model.parameters()]
+    lr = trainer.sched.get_last_lr()[0]
+    assert math.isfinite(trainer.train_step(x, y))
+    assert (trainer.step, trainer.bad_steps, trainer.ema.updates) == (0, 0, 0)
+    assert trainer.sched.get_last_lr()[0] == lr
+    assert all(torch.equal(a, b) for a, b in zip(weights, trainer.model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(ema, trainer.ema.model.parameters()))
+    trainer.scaler.skip = False
+    trainer.train_step(x, y)
+    assert (trainer.step, trainer.ema.updates) == (1, 1) and trainer.sched.get_last_lr()[0] == lr / 2
+    assert not all(torch.equal(a, b) for a, b in zip(ema, trainer.ema.model.parameters()))
+    # In the loop, skipped batches are used up (the epoch ends) while the step count stays.
+    trainer.scaler.skip = True
+    assert trainer.fit()["step"] == 1 and (trainer.epoch, trainer.step) == (1, 1)
+    log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert not any("train_bpd" in r for r in log)
+    saved = torch.load(tmp_path / "training_state.pt", weights_only=True)
+    assert saved["scaler"] == {"scale": 2.0**16 / 2**5}  # five skips: the one above, the epoch's four batches
+
+
+def test_the_ema_update_count_is_saved_and_an_old_state_without_it_assumes_one_per_step(tmp_path):
+    tiny_trainer(tmp_path, max_steps=3).fit()
+    path = tmp_path / "training_state.pt"
+    state = torch.load(path, weights_only=True)
+    assert state["ema_updates"] == state["step"] == 3
+    state["ema_updates"] = 2
+    torch.save(state, path)
+    assert tiny_trainer(tmp_path, resume=True).ema.updates == 2
+    del state["ema_updates"]
+    torch.save(state, path)
+    assert tiny_trainer(tmp_path, resume=True).ema.updates == 3
+
+
+def test_metrics_are_strict_json_with_null_for_a_non_finite_loss(tmp_path, monkeypatch):
+    from pixelmodels.cli import main
+
+    write_mnist(tmp_path / "data", "train", n=24, seed=1)
+    write_mnist(tmp_path / "data", "test", n=4, seed=2)
+    monkeypatch.setenv("PIXELMODELS_NO_DOWNLOAD", "1")
+    monkeypatch.setenv("PIXELMODELS_FAULTS", "nan@2")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "gated-pixelcnn", "--preset", "tiny", "--dataset", "fashion-mnist",
+                 "--data-dir", str(tmp_path / "data"), "--batch-size", "8", "--max-steps", "2", "--n-samples", "0",
+                 "--log-every", "1", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
+
+    def refuse(constant):
+        raise ValueError(f"non-finite constant {constant} in metrics.jsonl")
+
+    log = [json.loads(line, parse_constant=refuse) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    (bad,) = [r for r in log if "bad_step" in r]
+    assert bad["train_bpd"] is None and bad["step"] == 1
+    assert all(math.isfinite(r["train_bpd"]) for r in log if "train_bpd" in r and r is not bad)

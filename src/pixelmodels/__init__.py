@@ -15,11 +15,12 @@ from pixelmodels.checkpoint import load, save_pretrained
 from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pixelmodels.data import list_datasets, load_dataset
 from pixelmodels.errors import DatasetError, PixelModelsError
+from pixelmodels.evaluation import evaluate
 from pixelmodels.models import create_model, list_models
 from pixelmodels.pretrained import list_pretrained, load_pretrained, pretrained_info
+from pixelmodels.runs import train
 from pixelmodels.sampling import complete, sample
 from pixelmodels.scoring import Scores, score
-from pixelmodels.training import evaluate, train
 
 __all__ = [
     "DataConfig", "DatasetError", "ModelConfig", "PixelModelsError", "RunConfig", "Scores", "TrainConfig",

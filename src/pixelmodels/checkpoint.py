@@ -5,8 +5,10 @@ A run directory holds
 * ``config.json``: the resolved ``RunConfig`` (or, for an exported model, just
   ``{"model": ...}``);
 * ``model.safetensors``: the EMA weights, what users load;
-* ``training_state.pt``: raw weights, optimizer, schedule, EMA, step, epoch and
-  RNG states, tensors and plain data only, read with ``weights_only=True``.
+* ``training_state.pt``: raw weights, optimizer, schedule, EMA, the counters
+  (``COUNTERS``) and RNG states, tensors and plain data only, read with
+  ``weights_only=True``; ``training_state`` builds it, ``restore_training_state``
+  loads it back.
 
 Every file is written atomically: a temporary file in the same directory,
 flushed and fsync'ed, renamed over the target, then the directory fsync'ed, so
@@ -28,9 +30,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from pixelmodels.config import ModelConfig, read_config
+from pixelmodels.config import ModelConfig, SettingError, from_dict, read_config
 from pixelmodels.errors import PixelModelsError, one_line
-from pixelmodels.models.registry import build_model
+from pixelmodels.models.registry import build_model, resolve_options
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -38,8 +40,9 @@ os.umask(_UMASK)
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE = "training_state.pt"
-# what a training state holds (training.Trainer.save writes them)
+# what a training state holds (training_state writes them); optional: ema_updates, scaler, rng_cuda
 STATE_KEYS = ("model", "ema", "optimizer", "scheduler", "step", "epoch", "batch_in_epoch", "rng_cpu")
+COUNTERS = ("step", "epoch", "batch_in_epoch", "ema_updates")
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:
@@ -154,18 +157,58 @@ def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tenso
     model.load_state_dict(state)
 
 
+def training_state(model, ema_model, optimizer, scheduler, counters: dict[str, int], *, scaler=None,
+                   device: torch.device | None = None) -> dict:
+    """The dict ``training_state.pt`` holds: raw and EMA weights, optimizer, schedule, the ``COUNTERS``
+    (optimizer steps, epoch, batches done in it, EMA updates), the RNG states and fp16's gradient scaler."""
+    state = {"model": model.state_dict(), "ema": ema_model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), **{k: int(counters[k]) for k in COUNTERS},
+             "rng_cpu": torch.get_rng_state()}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    if device is not None and device.type == "cuda":
+        state["rng_cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_training_state(path: str | Path, model, ema_model, optimizer, scheduler, *, scaler=None,
+                           device: torch.device | None = None) -> dict[str, int]:
+    """Load the training state at ``path`` into these objects and the RNGs; return its ``COUNTERS``.
+
+    A state written before EMA updates were counted had one per optimizer step: ``ema_updates = step``.
+    """
+    state = load_state(path, map_location=device or "cpu")
+    load_state_dict_checked(model, state["model"], path)
+    load_state_dict_checked(ema_model, state["ema"], path)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng_cpu"].cpu())
+    if device is not None and device.type == "cuda" and "rng_cuda" in state:
+        torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
+    return {"step": state["step"], "epoch": state["epoch"], "batch_in_epoch": state["batch_in_epoch"],
+            "ema_updates": state.get("ema_updates", state["step"])}
+
+
 def model_config_of(run_dir: str | Path) -> ModelConfig:
     """The ``ModelConfig`` stored in a run (or exported model) directory."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PixelModelsError(f"{run_dir}: no such run directory")
-    cfg = read_config(run_dir / CONFIG)
-    if "model" not in cfg:
-        raise PixelModelsError(f"{run_dir / CONFIG}: expected a 'model' section, found keys {sorted(cfg)}")
-    try:
-        return ModelConfig(**cfg["model"])
-    except TypeError as e:
-        raise PixelModelsError(f"{run_dir / CONFIG}: bad 'model' section ({e})") from None
+    path = run_dir / CONFIG
+    cfg = read_config(path)
+    if not isinstance(cfg, dict) or "model" not in cfg:
+        raise PixelModelsError(f"{path}: expected a 'model' section, found "
+                               f"{f'keys {sorted(cfg)}' if isinstance(cfg, dict) else type(cfg).__name__}")
+    config = from_dict(ModelConfig, cfg["model"], path, "model")
+    try:  # the family's options, checked by their declarations before anything is built
+        resolve_options(config.name, config.preset, config.options)
+    except SettingError as e:
+        raise SettingError(e.name, f"{path}: model.options.{e.name}", e.expected, e.found, e.allowed) from None
+    except PixelModelsError as e:
+        raise PixelModelsError(f"{path}: {e}") from None
+    return config
 
 
 def load(path: str | Path, device: str | torch.device = "cpu"):

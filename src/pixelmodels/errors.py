@@ -15,6 +15,14 @@ class DatasetError(PixelModelsError):
     """A dataset is missing, corrupt or asked for in an unsupported way."""
 
 
+class TrainingInterrupted(PixelModelsError):
+    """SIGTERM or SIGINT arrived during training; a checkpoint was written before stopping."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 def one_line(exc: BaseException | str, limit: int = 300) -> str:
     """An exception (or text) for a message: one line, at most ``limit`` characters.
 
