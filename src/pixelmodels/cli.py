@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
+import math
+import re
 import shutil
 import sys
 import typing
@@ -20,70 +23,80 @@ import numpy as np
 import torch
 
 from pixelmodels import checkpoint as ckpt
-from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig, read_config
+from pixelmodels.config import (MAX_SAMPLES, CompleteSettings, DataConfig, EvaluateSettings, GenerateSettings,
+                                ModelConfig, RunConfig, ScoreSettings, TrainConfig, field_types, flag_name,
+                                range_words, read_config)
 from pixelmodels.data import list_datasets
 from pixelmodels.data.datasets import DATASET_INFO
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.imageio import save_grid
-from pixelmodels.models.registry import get_spec, list_models
+from pixelmodels.models.registry import get_spec, list_models, resolve_options
 from pixelmodels.pretrained import list_pretrained, load_pretrained, pretrained_info
 
-HELP = {
-    "dataset": f"one of {list_datasets()}",
-    "data_dir": "directory holding the dataset's files (default: cache dir and usual local places)",
-    "n_bits": "bits per sub-pixel, 1..8 (default: the dataset's own depth)",
-    "image_size": "side of the square images of a 'folder' dataset (default 32)",
-    "channels": "1 (grayscale) or 3 (RGB) for a 'folder' dataset",
-    "epochs": "passes over the training set",
-    "batch_size": "images per step",
-    "lr": "learning rate (default: the model's preset)",
-    "lr_decay": "learning rate multiplier applied after every step",
-    "ema": "decay of the polyak (exponential moving) average of the weights, used for evaluation and sampling",
-    "optimizer": "adam or rmsprop",
-    "adam_betas": "Adam's two betas",
-    "grad_clip": "clip the gradient norm to this value (0: no clipping)",
-    "device": "cpu, cuda or cuda:N (auto: CUDA when available)",
-    "seed": "random seed of initialization, data order and sample grids",
-    "max_steps": "stop after this many optimizer steps in total",
-    "max_minutes": "stop after this many minutes of training in this session (evaluation not counted)",
-    "eval_every": "evaluate test bits/dim and write a sample grid every this many epochs",
-    "eval_batch_size": "images per evaluation batch",
-    "eval_limit": "evaluate on the first N test images only",
-    "n_samples": "images in each sample grid (per class, rounded up, for a conditional model)",
-    "log_every": "write training metrics every this many steps",
-    "conditional": "condition the model on the dataset's class labels",
-    "precision": "fp32, bf16 (autocast, CPU or CUDA) or fp16 (autocast + gradient scaler, CUDA only)",
-    "compile": "run the training and evaluation forward passes through torch.compile",
-    "channels_last": "channels-last memory format (default: on for CUDA, off for CPU)",
-    "checkpoint_every_steps": "also write a checkpoint every N steps (one is always written at the end of an epoch)",
-    "max_bad_steps": "stop with an error after this many steps in a row with a non-finite loss (they are skipped)",
-    "deterministic": "torch.use_deterministic_algorithms: a resumed run repeats an uninterrupted one bitwise",
-}
+NEGATIVE_NUMBER = re.compile(r"^-((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: a ``PixelModelsError`` that ``main`` prints, exit 2.
+
+    It takes ``--lr -1e-3`` or ``--lr -inf`` as a (negative) value, not as an unknown flag.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
+
+    def error(self, message: str):
+        raise PixelModelsError(message.removeprefix("argument "))
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls, help_texts: dict | None = None, skip=()) -> None:
-    """One flag per field of dataclass ``cls``; absent from the namespace when not given."""
-    hints = typing.get_type_hints(cls)
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+
+
+PARSE = {int: _integer, float: _number, str: str}
+# The settings dataclasses each command's flags come from (train adds the chosen model's options dataclass).
+SETTINGS = {"train": (DataConfig, TrainConfig), "evaluate": (EvaluateSettings,), "generate": (GenerateSettings,),
+            "complete": (CompleteSettings,), "score": (ScoreSettings,)}
+
+
+def add_dataclass_flags(parser, cls, *, skip=(), only=None, show_default: bool = True) -> None:
+    """One flag per field of settings dataclass ``cls``, its help and range from the field's declaration.
+
+    A flag not given is absent from the namespace; the dataclass checks the given values when it is built.
+    """
+    kinds = field_types(cls)
     for field in dataclasses.fields(cls):
-        if field.name in skip:
+        if field.name in skip or (only is not None and field.name not in only):
             continue
-        kind = hints[field.name]
-        args = [a for a in typing.get_args(kind) if a is not type(None)]
-        base = args[0] if typing.get_origin(kind) is typing.Union or type(kind).__name__ == "UnionType" else kind
-        default = field.default if field.default is not dataclasses.MISSING else None
-        text = (help_texts or {}).get(field.name, "")
-        text = f"{text} (default: {default})" if text else f"default: {default}"
+        base, _ = kinds[field.name]
+        check = field.metadata.get("check")
+        shown = "" if check is not None and check.choices is not None else range_words(field, base)  # choices: metavar
+        text = "; ".join(t for t in (field.metadata.get("help", ""), shown) if t)
+        if show_default and field.default not in (None, dataclasses.MISSING):
+            text += f" (default: {field.default})"
         kw = dict(default=argparse.SUPPRESS, help=text, dest=field.name)
         if base is bool:
-            parser.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, **kw)
+            parser.add_argument(flag_name(field), action=argparse.BooleanOptionalAction, **kw)
         elif typing.get_origin(base) is tuple:
-            parser.add_argument(_flag(field.name), type=typing.get_args(base)[0], nargs=2, **kw)
+            parts = typing.get_args(base)
+            parser.add_argument(flag_name(field), type=PARSE[parts[0]], nargs=len(parts), **kw)
+        elif check is not None and check.choices is not None:
+            metavar = "{" + ",".join(map(str, check.choices)) + "}"
+            parser.add_argument(flag_name(field), type=PARSE[base], metavar=metavar, **kw)
         else:
-            parser.add_argument(_flag(field.name), type=base, **kw)
+            metavar = flag_name(field).lstrip("-").replace("-", "_").upper()
+            parser.add_argument(flag_name(field), type=PARSE.get(base, str), metavar=metavar, **kw)
 
 
 def _given(ns: argparse.Namespace, cls) -> dict:
@@ -92,31 +105,32 @@ def _given(ns: argparse.Namespace, cls) -> dict:
 
 # -- train -------------------------------------------------------------------
 def train_parser(model: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pixelmodels train", description="Train a model; writes a run directory.")
+    p = Parser(prog="pixelmodels train", description="Train a model; writes a run directory.")
     p.add_argument("--model", choices=list_models(), default=argparse.SUPPRESS, help="model family")
     p.add_argument("--preset", default=argparse.SUPPRESS, help="model preset (tiny, small, default, ...)")
     p.add_argument("--out", type=Path, help="run directory (default: runs/MODEL-DATASET-TIME)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR; given flags override")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_dataclass_flags(p.add_argument_group("data"), DataConfig, HELP)
-    add_dataclass_flags(p.add_argument_group("training"), TrainConfig, HELP)
+    add_dataclass_flags(p.add_argument_group("data"), DataConfig)
+    add_dataclass_flags(p.add_argument_group("training"), TrainConfig)
     if model is not None:
         group = p.add_argument_group(f"{model} options (default: the preset's value)")
-        add_dataclass_flags(group, get_spec(model).options)
+        add_dataclass_flags(group, get_spec(model).options, show_default=False)
     return p
 
 
 def cmd_train(argv: list[str]) -> int:
-    from pixelmodels.training import Trainer
+    from pixelmodels.runs import build_trainer
 
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = Parser(add_help=False)
     pre.add_argument("--model")
     pre.add_argument("--resume", type=Path)
     known, _ = pre.parse_known_args(argv)
     stored = None
     if known.resume is not None:
-        stored = RunConfig.from_dict(read_config(known.resume / ckpt.CONFIG))
+        ckpt.model_config_of(known.resume)  # the model section, its options included, by their declarations
+        stored = RunConfig.from_dict(read_config(known.resume / ckpt.CONFIG), known.resume / ckpt.CONFIG)
     model_name = known.model or (stored.model.name if stored else None)
     if model_name is not None and model_name not in list_models():
         raise PixelModelsError(f"--model: unknown model {model_name!r}; expected one of {list_models()}")
@@ -134,13 +148,14 @@ def cmd_train(argv: list[str]) -> int:
     else:
         model = ModelConfig(name=model_name, image_shape=(1, 1, 1), preset=getattr(ns, "preset", "default"),
                             options=options)
+        resolve_options(model.name, model.preset, options)  # the family's declarations check its flags
         run = RunConfig(model=model, data=DataConfig(**data), train=TrainConfig(**train_cfg))
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = ns.out or Path("runs") / f"{model_name}-{run.data.dataset}-{stamp}"
         if (out / ckpt.CONFIG).exists() and not ns.overwrite:
             raise PixelModelsError(f"--out: {out} already holds a run; use --resume {out} to continue it "
                                    "or --overwrite to replace it")
-    trainer = Trainer(run, out, resume=stored is not None, progress=False if ns.no_progress else None)
+    trainer = build_trainer(run, out, resume=stored is not None, progress=False if ns.no_progress else None)
     if stored is None and ns.overwrite and out.exists():
         shutil.rmtree(out)  # only once the new run's data and model are known to be good
     record = trainer.fit(command=["pixelmodels", "train", *argv])
@@ -166,7 +181,7 @@ def open_model(run_dir: Path | None, pretrained: str | None, device) -> tuple:
         return model, DataConfig(dataset=pretrained_info(pretrained)["dataset"], n_bits=model.n_bits), Path(".")
     model = ckpt.load(run_dir, device)
     stored = read_config(run_dir / ckpt.CONFIG)
-    return model, (RunConfig.from_dict(stored).data if "data" in stored else None), run_dir
+    return model, (RunConfig.from_dict(stored, run_dir / ckpt.CONFIG).data if "data" in stored else None), run_dir
 
 
 def dataset_config(run_data: DataConfig | None, dataset: str | None, data_dir: str | None, model) -> DataConfig:
@@ -178,40 +193,65 @@ def dataset_config(run_data: DataConfig | None, dataset: str | None, data_dir: s
         return dataclasses.replace(run_data, data_dir=data_dir or run_data.data_dir)
     c, size, _ = model.image_shape
     folder = dict(image_size=size, channels=c) if dataset == "folder" else {}
+    if dataset == "arrays":
+        return DataConfig(dataset=dataset, data_dir=data_dir, n_bits=model.n_bits, n_codes=model.n_codes)
     info = DATASET_INFO.get(dataset)
-    n_bits = model.n_bits if info is not None and model.n_bits <= info.n_bits else None  # else: refused by name
+    n_bits = model.n_bits if info is not None and model.n_bits is not None and model.n_bits <= info.n_bits \
+        else None  # else: refused by name below
     return DataConfig(dataset=dataset, data_dir=data_dir, n_bits=n_bits, **folder)
 
 
 def load_model_data(model, data: DataConfig, split: str):
-    """The split of ``data``, refused unless its images have the model's shape and depth."""
-    from pixelmodels.training import load_data
+    """The split of ``data``, refused unless it holds what the model takes (shape, depth or codes, condition)."""
+    from pixelmodels.runs import describe_data, load_data
 
     dataset = load_data(data, split)
-    if tuple(dataset.image_shape) != tuple(model.image_shape) or dataset.n_bits != model.n_bits:
-        raise PixelModelsError(f"--dataset: the model takes {model.n_bits}-bit images of shape {model.image_shape}, "
-                               f"{data.dataset} has {dataset.n_bits}-bit images of shape {dataset.image_shape}")
+    if describe_data(dataset) != describe_data(model):
+        raise PixelModelsError(f"--dataset: the model takes {describe_data(model)}, {data.dataset} has "
+                               f"{describe_data(dataset)}")
     return dataset
+
+
+def read_cond(path: Path, model) -> torch.Tensor:
+    """--cond FILE.npy: (N, *cond_shape) conditions, or one, cond_shape (as (1, *cond_shape))."""
+    shape = tuple(model.cond_shape)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise PixelModelsError(f"--cond: {path}: no such file; expected a .npy of conditions") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise PixelModelsError(f"--cond: {path}: expected a .npy array of conditions, could not read it "
+                               f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        raise PixelModelsError(f"--cond: {path}: expected a numeric array, found {getattr(array, 'dtype', array)}")
+    if array.shape == shape:
+        array = array[None]
+    if array.shape[1:] != shape or len(array) == 0:
+        raise PixelModelsError(f"--cond: {path}: expected shape (N, {', '.join(map(str, shape))}) or "
+                               f"{shape} (the model's cond_shape), found {array.shape}")
+    if not np.isfinite(array).all():
+        raise PixelModelsError(f"--cond: {path}: expected finite values, found NaN or inf")
+    return torch.from_numpy(array.astype(np.float32))
 
 
 # -- evaluate / generate -----------------------------------------------------
 def cmd_evaluate(argv: list[str]) -> int:
-    from pixelmodels.training import evaluate, resolve_device
+    from pixelmodels.evaluation import evaluate, resolve_device
 
-    p = argparse.ArgumentParser(prog="pixelmodels evaluate", description="Bits/dim of a run's EMA weights.")
+    p = Parser(prog="pixelmodels evaluate", description="Bits/dim of a run's EMA weights.")
     add_model_source(p)
     p.add_argument("--dataset", help="dataset to evaluate on (default: the model's)")
     p.add_argument("--split", choices=["train", "test"], default="test")
     p.add_argument("--data-dir", help="where the dataset's files are now (default: as in the run's config)")
-    p.add_argument("--limit", type=int, help="evaluate the first N images only")
-    p.add_argument("--batch-size", type=int, default=64)
+    add_dataclass_flags(p, EvaluateSettings)
     p.add_argument("--device", default="auto")
     ns = p.parse_args(argv)
+    s = EvaluateSettings(**_given(ns, EvaluateSettings))
     device = resolve_device(ns.device)
     model, run_data, _ = open_model(ns.run_dir, ns.pretrained, device)
     dataset = load_model_data(model, dataset_config(run_data, ns.dataset, ns.data_dir, model), ns.split)
-    bpd = evaluate(model, dataset, ns.batch_size, device, ns.limit)
-    n = len(dataset) if ns.limit is None else min(ns.limit, len(dataset))
+    bpd = evaluate(model, dataset, s.batch_size, device, s.limit)
+    n = len(dataset) if s.limit is None else min(s.limit, len(dataset))
     if ns.run_dir is not None:
         ckpt.write_json(ns.run_dir / f"evaluation_{ns.split}.json",
                         {"split": ns.split, "bits_per_dim": bpd, "n_images": n, "weights": "ema"})
@@ -220,35 +260,54 @@ def cmd_evaluate(argv: list[str]) -> int:
 
 
 def cmd_generate(argv: list[str]) -> int:
-    from pixelmodels.training import resolve_device, sample_grid
+    from pixelmodels.evaluation import resolve_device, sample_grid
     from pixelmodels.sampling import sample
 
-    p = argparse.ArgumentParser(prog="pixelmodels generate", description="Sample a PNG grid and an .npz.")
+    p = Parser(prog="pixelmodels generate", description="Sample a PNG grid and an .npz (images), or an .npy of "
+               "code maps (a model of codes).")
     add_model_source(p)
-    p.add_argument("--n", type=int, default=16, help="images (per class for a conditional model without --class)")
-    p.add_argument("--class", dest="klass", type=int, help="class label for a conditional model")
-    p.add_argument("--seed", type=int, default=0)
+    add_dataclass_flags(p, GenerateSettings)
+    p.add_argument("--cond", type=Path, metavar="FILE.npy", help="conditions of a model with cond_shape: "
+                   "(N, *cond_shape) or one, cond_shape; --n samples for each")
     p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/generated.png, or ./generated.png for "
-                   "--pretrained); the .npz goes beside it")
-    p.add_argument("--batch-size", type=int, default=256, help="images sampled at a time (bounds memory)")
+                   "--pretrained); the .npz goes beside it. For code maps: the .npy path (default generated.npy)")
     p.add_argument("--device", default="auto")
     ns = p.parse_args(argv)
-    if ns.batch_size < 1:
-        raise PixelModelsError(f"--batch-size: expected a positive number of images, found {ns.batch_size}")
-    if ns.n < 1:
-        raise PixelModelsError(f"--n: expected a positive number of images, found {ns.n}")
+    s = GenerateSettings(**_given(ns, GenerateSettings))
     model, _, home = open_model(ns.run_dir, ns.pretrained, resolve_device(ns.device))
-    if ns.klass is not None and model.n_classes and not 0 <= ns.klass < model.n_classes:
-        raise PixelModelsError(f"--class: expected a class 0..{model.n_classes - 1}, found {ns.klass}")
-    if ns.klass is not None and model.n_classes is None:
+    if s.class_label is not None and model.n_classes and not 0 <= s.class_label < model.n_classes:
+        raise PixelModelsError(f"--class: expected a class 0..{model.n_classes - 1}, found {s.class_label}")
+    if s.class_label is not None and model.n_classes is None:
         raise PixelModelsError("--class: this model is not conditional")
-    if model.n_classes and ns.klass is None:
-        images, nrow = sample_grid(model, ns.n * model.n_classes, ns.seed, ns.batch_size)
+    if model.cond_shape is None and ns.cond is not None:
+        raise PixelModelsError(f"--cond: this model takes no condition; found {ns.cond}")
+    if model.cond_shape is not None and ns.cond is None:
+        raise PixelModelsError(f"--cond: the model is conditional on cond_shape {tuple(model.cond_shape)}; "
+                               "give --cond FILE.npy")
+    if model.cond_shape is not None and model.n_classes and s.class_label is None:
+        raise PixelModelsError(f"--class: the model is conditional on {model.n_classes} classes and on --cond; "
+                               "give --class K")
+    cond = None if ns.cond is None else read_cond(ns.cond, model)
+    gen = torch.Generator(next(model.parameters()).device).manual_seed(s.seed)
+    if model.n_classes and s.class_label is None:
+        images, nrow = sample_grid(model, s.n * model.n_classes, s.seed, s.batch_size, temperature=s.temperature)
         labels = torch.arange(model.n_classes).repeat_interleave(nrow)
     else:
-        gen = torch.Generator(next(model.parameters()).device).manual_seed(ns.seed)
-        labels = None if ns.klass is None else torch.full((ns.n,), ns.klass)
-        images, nrow = sample(model, ns.n, labels, generator=gen, progress=True, batch_size=ns.batch_size), None
+        n, nrow = s.n * (1 if cond is None else len(cond)), None if cond is None else s.n
+        cond = None if cond is None else cond.repeat_interleave(s.n, dim=0)
+        if n > MAX_SAMPLES:
+            raise PixelModelsError(f"--n / --cond: expected at most {MAX_SAMPLES} samples, found {s.n} for each of "
+                                   f"{n // s.n} conditions ({n})")
+        labels = None if s.class_label is None else torch.full((n,), s.class_label)
+        images = sample(model, n, labels, cond, generator=gen, progress=True, batch_size=s.batch_size,
+                        temperature=s.temperature)
+    if model.n_codes:
+        out = ns.out or home / "generated.npy"
+        buffer = io.BytesIO()
+        np.save(buffer, images[:, 0].cpu().numpy())
+        ckpt.atomic_write(out, buffer.getvalue())
+        print(f"wrote {out} ({len(images)} code maps {tuple(images.shape[2:])}, values 0..{model.n_codes - 1})")
+        return 0
     out = ns.out or home / "generated.png"
     save_grid(images, out, model.n_bits, nrow)
     arrays = {"images": images.cpu().numpy().transpose(0, 2, 3, 1)}
@@ -261,47 +320,52 @@ def cmd_generate(argv: list[str]) -> int:
 
 def cmd_complete(argv: list[str]) -> int:
     from pixelmodels.sampling import complete
-    from pixelmodels.training import resolve_device
+    from pixelmodels.evaluation import resolve_device
 
-    p = argparse.ArgumentParser(prog="pixelmodels complete",
-                                description="Keep the top of dataset images and sample the rest.")
+    p = Parser(prog="pixelmodels complete", description="Keep the top of dataset images and sample the rest.")
     add_model_source(p)
     p.add_argument("--dataset", help="dataset to take images from (default: the run's)")
     p.add_argument("--data-dir", help="where the dataset's files are (default: as in the run's config)")
     p.add_argument("--split", choices=["train", "test"], default="test")
-    known_group = p.add_mutually_exclusive_group()
-    known_group.add_argument("--rows", type=int, help="keep the first K rows (default: half the image)")
-    known_group.add_argument("--pixels", type=int, help="keep the first P pixels in raster order")
-    p.add_argument("--n", type=int, default=8, help="images to complete (the first N of the split)")
-    p.add_argument("--seed", type=int, default=0)
+    add_dataclass_flags(p.add_mutually_exclusive_group(), CompleteSettings, only=("rows", "pixels"))
+    add_dataclass_flags(p, CompleteSettings, skip=("rows", "pixels"))
     p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/completions.png, or ./completions.png for "
                    "--pretrained); the .npz goes beside it")
     p.add_argument("--device", default="auto")
     ns = p.parse_args(argv)
+    s = CompleteSettings(**_given(ns, CompleteSettings))
     device = resolve_device(ns.device)
     model, run_data, home = open_model(ns.run_dir, ns.pretrained, device)
     dataset = load_model_data(model, dataset_config(run_data, ns.dataset, ns.data_dir, model), ns.split)
     _, h, w = model.image_shape
-    if not 1 <= ns.n <= len(dataset):
-        raise PixelModelsError(f"--n: expected 1 to {len(dataset)} images, found {ns.n}")
+    if not 1 <= s.n <= len(dataset):
+        raise PixelModelsError(f"--n: expected 1 to {len(dataset)} images, found {s.n}")
     known = torch.zeros(h, w, dtype=torch.bool)
-    if ns.pixels is not None:
-        if not 0 <= ns.pixels <= h * w:
-            raise PixelModelsError(f"--pixels: expected 0 to {h * w}, found {ns.pixels}")
-        known.view(-1)[: ns.pixels] = True
+    if s.pixels is not None:
+        if not 0 <= s.pixels <= h * w:
+            raise PixelModelsError(f"--pixels: expected 0 to {h * w}, found {s.pixels}")
+        known.view(-1)[: s.pixels] = True
     else:
-        rows = h // 2 if ns.rows is None else ns.rows
+        rows = h // 2 if s.rows is None else s.rows
         if not 0 <= rows <= h:
             raise PixelModelsError(f"--rows: expected 0 to {h}, found {rows}")
         known[:rows] = True
-    x = dataset.images[: ns.n]
-    y = dataset.labels[: ns.n] if model.n_classes else None
-    gen = torch.Generator(device).manual_seed(ns.seed)
-    done = complete(model, x, known, y, generator=gen, progress=True).cpu()
+    x = torch.as_tensor(dataset.images[: s.n])
+    y = dataset.labels[: s.n] if model.n_classes else None
+    cond = dataset.cond[: s.n] if model.cond_shape is not None else None
+    gen = torch.Generator(device).manual_seed(s.seed)
+    done = complete(model, x, known, y, generator=gen, progress=True, cond=cond, temperature=s.temperature).cpu()
+    if model.n_codes:
+        out = ns.out or home / "completions.npz"
+        buffer = io.BytesIO()
+        np.savez(buffer, originals=x[:, 0].numpy(), known=known.numpy(), completions=done[:, 0].numpy())
+        ckpt.atomic_write(out, buffer.getvalue())
+        print(f"wrote {out} (code maps: originals, known, completions)")
+        return 0
     occluded = x.clone()
     occluded[:, :, ~known] = (2**model.n_bits - 1) // 2  # unknown pixels shown grey
     out = ns.out or home / "completions.png"
-    save_grid(torch.cat([x, occluded, done]), out, model.n_bits, nrow=ns.n)
+    save_grid(torch.cat([x, occluded, done]), out, model.n_bits, nrow=s.n)
     np.savez(out.with_suffix(".npz"), originals=x.numpy().transpose(0, 2, 3, 1),
              known=known.numpy(), completions=done.numpy().transpose(0, 2, 3, 1))
     print(f"wrote {out} (rows: originals, occluded inputs, completions) and {out.with_suffix('.npz')}")
@@ -311,9 +375,10 @@ def cmd_complete(argv: list[str]) -> int:
 # -- score ---------------------------------------------------------------------
 def cmd_score(argv: list[str]) -> int:
     from pixelmodels import scoring
-    from pixelmodels.training import load_data, resolve_device
+    from pixelmodels.evaluation import resolve_device
+    from pixelmodels.runs import load_data
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="pixelmodels score", usage="pixelmodels score (RUN_DIR | --pretrained NAME) [INPUT ...] [options]",
         description="Bits/dim of every image of a dataset split or of image files and folders, as CSV rows "
                     "(source,index,label,bits_per_dim,nll_nats); optionally a per-pixel NLL heat map per image.")
@@ -323,45 +388,48 @@ def cmd_score(argv: list[str]) -> int:
     p.add_argument("--dataset", help="score a dataset split (default, when no INPUT is given: the model's dataset)")
     p.add_argument("--data-dir", help="where the dataset's files are (default: as in the run's config)")
     p.add_argument("--split", choices=["train", "test"], default="test")
-    p.add_argument("--limit", type=int, help="score the first N images of the dataset only")
-    p.add_argument("--label", type=int, metavar="K",
-                   help="class label for a conditional model: all image files (and the dataset, instead of its labels)")
+    add_dataclass_flags(p, ScoreSettings, skip=("batch_size",))
     p.add_argument("--resize", action="store_true",
                    help="convert image files to the model's channels and size (else another shape is an error)")
     p.add_argument("--out", type=Path, help="CSV path (default: standard output)")
     p.add_argument("--heatmap", type=Path, metavar="DIR", help="write a per-pixel NLL heat map PNG per image here "
                    "(black: 0 bits, red, yellow, white: C * n_bits bits, a uniform guess, or more)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file or heat maps")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    add_dataclass_flags(p, ScoreSettings, only=("batch_size",))
     p.add_argument("--device", default="auto")
     ns = p.parse_args(argv)
+    s = ScoreSettings(**_given(ns, ScoreSettings))
     if ns.pretrained is None and not ns.paths:
         raise PixelModelsError(f"expected a run directory or --pretrained NAME (one of {list_pretrained()})")
     run_dir, inputs = (None, ns.paths) if ns.pretrained else (ns.paths[0], ns.paths[1:])
-    if ns.limit is not None and ns.limit < 1:
-        raise PixelModelsError(f"--limit: expected a positive number of images, found {ns.limit}")
     model, run_data, _ = open_model(run_dir, ns.pretrained, resolve_device(ns.device))
-    if ns.label is not None and not model.n_classes:
+    if s.label is not None and not model.n_classes:
         raise PixelModelsError("--label: this model is not conditional")
-    if ns.label is not None and not 0 <= ns.label < model.n_classes:
-        raise PixelModelsError(f"--label: expected a class 0..{model.n_classes - 1}, found {ns.label}")
+    if s.label is not None and not 0 <= s.label < model.n_classes:
+        raise PixelModelsError(f"--label: expected a class 0..{model.n_classes - 1}, found {s.label}")
 
     parts = []
     if ns.dataset is not None or not inputs:
         data = dataset_config(run_data, ns.dataset, ns.data_dir, model)
-        dataset = load_data(data, ns.split)
-        if model.n_classes and ns.label is None and not dataset.n_classes:
+        exact = model.n_codes is not None or model.cond_shape is not None  # no quantizing: the model's own kind
+        dataset = load_model_data(model, data, ns.split) if exact else load_data(data, ns.split)
+        if model.n_classes and s.label is None and not dataset.n_classes:
             raise PixelModelsError(f"--label: the model is conditional on {model.n_classes} classes and "
                                    f"{data.dataset} has no labels; give --label K")
-        parts.append(scoring.dataset_inputs(dataset, model.image_shape, model.n_bits, ns.limit))
+        parts.append(scoring.model_dataset_inputs(dataset, s.limit) if exact
+                     else scoring.dataset_inputs(dataset, model.image_shape, model.n_bits, s.limit))
+    if inputs and (model.n_codes is not None or model.cond_shape is not None):
+        raise PixelModelsError(f"INPUT: image files cannot be scored by a model of "
+                               f"{'codes' if model.n_codes else 'images with a condition'}; found {inputs[0]}; "
+                               "score a dataset (--dataset arrays --data-dir DIR)")
     if inputs:
-        if model.n_classes and ns.label is None:
+        if model.n_classes and s.label is None:
             raise PixelModelsError(f"--label: the model is conditional on {model.n_classes} classes and image "
                                    "files have no labels; give --label K")
         parts.append(scoring.read_inputs(inputs, model.image_shape, model.n_bits, ns.resize))
     batch = scoring.Inputs.cat(parts)
-    if ns.label is not None:
-        batch.labels = torch.full_like(batch.labels, ns.label)
+    if s.label is not None:
+        batch.labels = torch.full_like(batch.labels, s.label)
 
     names = scoring.heatmap_names(batch) if ns.heatmap else []
     targets = ([ns.out] if ns.out else []) + [ns.heatmap / name for name in names]
@@ -369,8 +437,8 @@ def cmd_score(argv: list[str]) -> int:
     if taken and not ns.overwrite:
         raise PixelModelsError(f"--out / --heatmap: {taken[0]} already exists ({len(taken)} files would be "
                                "replaced); use --overwrite to replace them")
-    result = scoring.score(model, batch.images, batch.labels if model.n_classes else None,
-                           batch_size=ns.batch_size, per_pixel=ns.heatmap is not None, progress=True)
+    result = scoring.score(model, batch.images, batch.labels if model.n_classes else None, cond=batch.cond,
+                           batch_size=s.batch_size, per_pixel=ns.heatmap is not None, progress=True)
 
     table = scoring.scores_csv(batch, result)
     if ns.out is None:
@@ -378,7 +446,8 @@ def cmd_score(argv: list[str]) -> int:
     else:
         ckpt.atomic_write(ns.out, table.encode())
     for name, nll in zip(names, result.pixel_nll if ns.heatmap else []):
-        ckpt.atomic_write(ns.heatmap / name, scoring.heatmap_png(nll, model.image_shape[0] * model.n_bits))
+        uniform = math.log2(model.n_codes) if model.n_codes else model.image_shape[0] * model.n_bits
+        ckpt.atomic_write(ns.heatmap / name, scoring.heatmap_png(nll, uniform))
     n = len(batch.sources)
     wrote = [str(ns.out)] if ns.out else []
     wrote += [f"{n} heat maps in {ns.heatmap}"] if ns.heatmap else []

@@ -1,79 +1,150 @@
-"""Settings as dataclasses, with a JSON round trip.
+"""The settings of models, data, training and the commands, as dataclasses that check themselves,
+with a JSON round trip.
+
+Each field is declared once with ``pixelmodels.settings.setting``: its default, its help text
+and its valid range, which the CLI, ``create_model`` and loading a ``config.json`` all check.
 
 A run directory's ``config.json`` holds ``RunConfig.to_dict()``: the resolved
 model, data and training settings, so a saved run rebuilds itself without the
-user repeating any flag. The CLI derives its flags from these fields.
+user repeating any flag.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+import operator
+from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
 
+from pixelmodels.data.datasets import list_datasets
 from pixelmodels.errors import PixelModelsError
+from pixelmodels.settings import (MAX_BATCH, MAX_CLASSES, MAX_CODES, MAX_COUNT, MAX_FEATURES, MAX_IMAGE_SIZE,
+                                  MAX_MINUTES, MAX_SAMPLES, MAX_SEED, SettingError, Settings, field_types,
+                                  flag_name, range_words, setting, validate)
+
+__all__ = ["CompleteSettings", "DataConfig", "EvaluateSettings", "GenerateSettings", "ModelConfig", "RunConfig",
+           "ScoreSettings", "SettingError", "TrainConfig", "field_types", "flag_name", "from_dict", "range_words",
+           "read_config", "validate", "MAX_SAMPLES"]
+
+
+def _as_int(s):
+    if isinstance(s, bool):
+        return s
+    try:
+        return operator.index(s)
+    except TypeError:
+        return int(s) if isinstance(s, float) and s.is_integer() else s
+
+
+def _cond_shape_ok(shape) -> bool:
+    return (isinstance(shape, tuple) and len(shape) in (1, 3)
+            and all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_FEATURES for s in shape))
+
+
+def _image_shape_ok(shape) -> bool:
+    return (isinstance(shape, tuple) and len(shape) == 3 and all(isinstance(s, int) and not isinstance(s, bool)
+                                                                 for s in shape)
+            and shape[0] in (1, 3) and min(shape) >= 1)
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Settings):
     """What a model is: its family, the images it models and its options.
 
     ``options`` holds the resolved fields of the family's options dataclass
-    (preset values with the user's overrides applied).
+    (preset values with the user's overrides applied); the family's options
+    dataclass checks them when the model is built.
     """
 
-    name: str
-    image_shape: tuple[int, int, int]
-    n_bits: int = 8
-    n_classes: int | None = None
-    preset: str = "default"
-    options: dict[str, Any] = field(default_factory=dict)
+    name: str = setting(help="model family", flag="--model")
+    image_shape: tuple[int, int, int] = setting(help="(C, H, W) of the images, C 1 or 3", flag="image_shape",
+                                                expected="(C, H, W) with C 1 or 3", test=_image_shape_ok)
+    n_bits: int | None = setting(8, "bits per sub-pixel of images (None for code maps)", ge=1, le=8,
+                                 expected="an integer from 1 to 8")
+    n_classes: int | None = setting(None, "classes of a class-conditional model (None: unconditional)",
+                                    flag="n_classes", ge=1, le=MAX_CLASSES)
+    n_codes: int | None = setting(None, "K of a model of maps of K unordered codes (None: images)",
+                                  flag="n_codes", ge=2, le=MAX_CODES)
+    cond_shape: tuple[int, ...] | None = setting(None, "(D,) of a vector condition or (D, h, w) of a spatial "
+                                                 "map (None: none)", flag="cond_shape",
+                                                 expected="(D,) or (D, h, w) of positive sizes",
+                                                 test=_cond_shape_ok)
+    preset: str = setting("default", "model preset (tiny, small, default, ...)")
+    options: dict[str, Any] = setting(help="the family's options", default_factory=dict, flag="options")
 
     def __post_init__(self):
-        self.image_shape = tuple(int(s) for s in self.image_shape)
+        if isinstance(self.image_shape, (list, tuple)):  # JSON gives a list; datasets may give numpy ints
+            self.image_shape = tuple(_as_int(s) for s in self.image_shape)
+        if isinstance(self.cond_shape, (list, tuple)):
+            self.cond_shape = tuple(_as_int(s) for s in self.cond_shape)
+        super().__post_init__()
+        if (self.n_codes is None) == (self.n_bits is None):
+            raise PixelModelsError("n_codes / n_bits: expected exactly one, codes (n_codes) or images of n_bits "
+                                   f"bits; found n_codes={self.n_codes} and n_bits={self.n_bits}")
+        if self.n_codes is not None and self.image_shape[0] != 1:
+            raise PixelModelsError(f"n_codes: expected code maps of 1 channel, image_shape (1, H, W); found "
+                                   f"image_shape {self.image_shape}")
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Settings):
     """Where the images come from."""
 
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    n_bits: int | None = None
-    image_size: int | None = None
-    channels: int | None = None
+    dataset: str = setting("fashion-mnist", f"one of {list_datasets()}")
+    data_dir: str | None = setting(None, "directory holding the dataset's files (default: cache dir and usual "
+                                   "local places)")
+    n_bits: int | None = setting(None, "bits per sub-pixel (default: the dataset's own depth)", ge=1, le=8,
+                                 expected="an integer from 1 to 8 (the dataset's n_bits)")
+    image_size: int | None = setting(None, "side of the square images of a 'folder' dataset (default 32)",
+                                     ge=1, le=MAX_IMAGE_SIZE)
+    channels: int | None = setting(None, "1 (grayscale) or 3 (RGB) for a 'folder' dataset", choices=(1, 3))
+    n_codes: int | None = setting(None, "K for an 'arrays' dataset of code maps (VQ-VAE latents) with values "
+                                  "0..K-1: the model is a prior over codes", ge=2, le=MAX_CODES)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     """How a model is trained. ``None`` means: the model preset's default."""
 
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float | None = None
-    lr_decay: float | None = None
-    ema: float | None = None
-    optimizer: str | None = None
-    adam_betas: tuple[float, float] | None = None
-    grad_clip: float | None = None
-    device: str = "auto"
-    seed: int = 0
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    eval_every: int = 1
-    eval_batch_size: int = 64
-    eval_limit: int | None = None
-    n_samples: int = 16
-    log_every: int = 10
-    conditional: bool = False
-    precision: str = "fp32"
-    compile: bool = False
-    channels_last: bool | None = None
-    checkpoint_every_steps: int | None = None
-    max_bad_steps: int = 20
-    deterministic: bool = False
+    epochs: int = setting(1, "passes over the training set", ge=0, le=MAX_COUNT)
+    batch_size: int = setting(32, "images per step", ge=1, le=MAX_BATCH)
+    lr: float | None = setting(None, "learning rate (default: the model's preset)", gt=0, le=10,
+                               noun="a learning rate")
+    lr_decay: float | None = setting(None, "learning rate multiplier applied after every step", gt=0, le=1,
+                                     noun="a factor")
+    ema: float | None = setting(None, "decay of the polyak (exponential moving) average of the weights, used "
+                                "for evaluation and sampling", ge=0, lt=1, noun="a decay")
+    ema_warmup: bool = setting(True, "EMA warm-up: the effective decay is min(ema, (1 + n) / (10 + n)) after "
+                               "n updates")
+    optimizer: str | None = setting(None, "adam or rmsprop", choices=("adam", "rmsprop"), expected="adam or rmsprop")
+    adam_betas: tuple[float, float] | None = setting(None, "Adam's two betas", ge=0, lt=1, noun="two betas")
+    grad_clip: float | None = setting(None, "clip the gradient norm to this value (0: no clipping)", ge=0, le=1e6,
+                                      noun="a gradient norm")
+    device: str = setting("auto", "cpu, cuda or cuda:N (auto: CUDA when available)")
+    seed: int = setting(0, "random seed of initialization, data order and sample grids", ge=0, le=MAX_SEED)
+    max_steps: int | None = setting(None, "stop after this many optimizer steps in total", ge=1, le=MAX_COUNT)
+    max_minutes: float | None = setting(None, "stop after this many minutes of training in this session "
+                                        "(evaluation not counted)", gt=0, le=MAX_MINUTES, noun="minutes")
+    eval_every: int = setting(1, "evaluate test bits/dim and write a sample grid every this many epochs",
+                              ge=1, le=MAX_COUNT)
+    eval_batch_size: int = setting(64, "images per evaluation batch", ge=1, le=MAX_BATCH)
+    eval_limit: int | None = setting(None, "evaluate on the first N test images only", ge=1, le=MAX_COUNT)
+    n_samples: int = setting(16, "images in each sample grid (per class, rounded up, for a conditional model; "
+                             "0: no grid)", ge=0, le=MAX_SAMPLES)
+    log_every: int = setting(10, "write training metrics every this many steps", ge=1, le=MAX_COUNT)
+    conditional: bool = setting(False, "condition the model on the dataset's class labels")
+    precision: str = setting("fp32", "fp32, bf16 (autocast, CPU or CUDA) or fp16 (autocast + gradient scaler, "
+                             "CUDA only)", choices=("bf16", "fp16", "fp32"))
+    compile: bool = setting(False, "run the training and evaluation forward passes through torch.compile")
+    channels_last: bool | None = setting(None, "channels-last memory format (default: on for CUDA, off for CPU)")
+    checkpoint_every_steps: int | None = setting(None, "also write a checkpoint every N steps (one is always "
+                                                 "written at the end of an epoch)", ge=1, le=MAX_COUNT)
+    max_bad_steps: int = setting(20, "stop with an error after this many steps in a row with a non-finite loss "
+                                 "(they are skipped)", ge=1, le=MAX_COUNT)
+    deterministic: bool = setting(False, "torch.use_deterministic_algorithms: a resumed run repeats an "
+                                  "uninterrupted one bitwise")
 
 
 @dataclass
@@ -88,21 +159,39 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
-        return cls(
-            model=from_dict(ModelConfig, d["model"]),
-            data=from_dict(DataConfig, d.get("data", {})),
-            train=from_dict(TrainConfig, d.get("train", {})),
-        )
+    def from_dict(cls, d: dict, source: str | Path | None = None) -> "RunConfig":
+        """From ``to_dict``'s form; a bad value is an error naming ``source`` (the file) and the field."""
+        where = f"{source}: " if source is not None else ""
+        if not isinstance(d, dict) or not isinstance(d.get("model"), dict):
+            raise PixelModelsError(f"{where}expected a run config, a dict with a 'model' section")
+        return cls(**{section: from_dict(kind, d.get(section, {}), source, section)
+                      for section, kind in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig))})
 
 
-def from_dict(cls, d: dict):
-    """Build dataclass ``cls`` from ``d``, refusing unknown keys by name."""
+def from_dict(cls, d: dict, source: str | Path | None = None, section: str | None = None):
+    """Build settings dataclass ``cls`` from ``d``, refusing unknown keys and bad values by name.
+
+    With ``source`` (a file) and ``section`` (its part), an error reads
+    ``FILE: section.field: expected ..., found ...``.
+    """
+    where = f"{source}: " if source is not None else ""
+    label = section or cls.__name__
+    if not isinstance(d, dict):
+        raise PixelModelsError(f"{where}{label}: expected a dict of settings, found {type(d).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise PixelModelsError(f"{cls.__name__}: unknown settings {unknown}; expected some of {sorted(names)}")
-    return cls(**d)
+        raise PixelModelsError(f"{where}{label}: unknown settings {unknown}; expected some of {sorted(names)}")
+    missing = sorted(f.name for f in dataclasses.fields(cls)
+                     if f.default is MISSING and f.default_factory is MISSING and f.name not in d)
+    if missing:
+        raise PixelModelsError(f"{where}{label}: missing settings {missing}")
+    try:
+        return cls(**d)
+    except SettingError as e:
+        if source is None and section is None:
+            raise
+        raise SettingError(e.name, f"{where}{label}.{e.name}", e.expected, e.found, e.allowed) from None
 
 
 def read_config(path: str | Path) -> dict:
@@ -114,3 +203,52 @@ def read_config(path: str | Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PixelModelsError(f"{path}: expected a JSON config, could not read it ({e})") from None
+
+
+# -- the commands' own settings (flags of evaluate, generate, complete, score) --------------
+TEMPERATURE = dict(default=1.0, help="divides the logits (and multiplies the logistic scales): below 1 sharper, "
+                   "above 1 flatter samples", gt=0, le=100)
+
+
+@dataclass
+class EvaluateSettings(Settings):
+    """``pixelmodels evaluate``'s numeric flags."""
+
+    limit: int | None = setting(None, "evaluate the first N images only", ge=1, le=MAX_COUNT)
+    batch_size: int = setting(64, "images per forward pass", ge=1, le=MAX_BATCH)
+
+
+@dataclass
+class GenerateSettings(Settings):
+    """``pixelmodels generate``'s numeric flags."""
+
+    n: int = setting(16, "images (per class for a conditional model without --class)", ge=1, le=MAX_SAMPLES)
+    class_label: int | None = setting(None, "class label for a conditional model, 0..K-1 of its K classes "
+                                      "(checked against the model)", flag="--class", le=MAX_CLASSES - 1)
+    seed: int = setting(0, "random seed of the samples", ge=0, le=MAX_SEED)
+    batch_size: int = setting(256, "images sampled at a time (bounds memory)", ge=1, le=MAX_BATCH)
+    temperature: float = setting(**TEMPERATURE)
+
+
+@dataclass
+class CompleteSettings(Settings):
+    """``pixelmodels complete``'s numeric flags."""
+
+    rows: int | None = setting(None, "keep the first K rows, 0..H (default: half the image)", ge=0,
+                               le=MAX_IMAGE_SIZE * 4)
+    pixels: int | None = setting(None, "keep the first P pixels in raster order, 0..H*W", ge=0,
+                                 le=(MAX_IMAGE_SIZE * 4) ** 2)
+    n: int = setting(8, "images to complete (the first N of the split)", ge=1, le=MAX_SAMPLES)
+    seed: int = setting(0, "random seed of the completions", ge=0, le=MAX_SEED)
+    temperature: float = setting(**TEMPERATURE)
+
+
+@dataclass
+class ScoreSettings(Settings):
+    """``pixelmodels score``'s numeric flags."""
+
+    limit: int | None = setting(None, "score the first N images of the dataset only", ge=1, le=MAX_COUNT)
+    label: int | None = setting(None, "class label for a conditional model, 0..K-1 of its K classes (checked "
+                                "against the model): all image files (and the dataset, instead of its labels)",
+                                le=MAX_CLASSES - 1)
+    batch_size: int = setting(64, "images per forward pass", ge=1, le=MAX_BATCH)
