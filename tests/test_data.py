@@ -117,7 +117,7 @@ class RunsShell(CreatesFile):
 
 
 def test_registry():
-    assert list_datasets() == ["cifar10", "colored-mnist", "fashion-mnist", "folder", "mnist"]
+    assert list_datasets() == ["arrays", "cifar10", "colored-mnist", "fashion-mnist", "folder", "mnist"]
     assert set(DATASET_INFO) == set(list_datasets())
     assert DATASET_INFO["cifar10"].image_shape == (3, 32, 32)
     assert DATASET_INFO["colored-mnist"].n_bits == 2
@@ -501,7 +501,7 @@ def test_folder_rejects_bad_channels(tmp_path):
 
 
 def test_unknown_dataset():
-    with pytest.raises(DatasetError, match=r"unknown dataset 'imagenet'; known datasets: cifar10, colored-mnist, fashion-mnist, folder, mnist"):
+    with pytest.raises(DatasetError, match=r"unknown dataset 'imagenet'; known datasets: arrays, cifar10, colored-mnist, fashion-mnist, folder, mnist"):
         load_dataset("imagenet")
 
 

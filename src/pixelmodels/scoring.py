@@ -60,13 +60,14 @@ def check_images(model, images: torch.Tensor, what: str = "images") -> None:
                                f"found a tensor of shape {tuple(images.shape)}")
     if images.is_floating_point() or images.is_complex() or images.dtype == torch.bool:
         raise PixelModelsError(f"{what}: expected integer images (what the datasets give), found dtype {images.dtype}")
-    if images.numel() and (int(images.min()) < 0 or int(images.max()) >= 2**model.n_bits):
-        raise PixelModelsError(f"{what}: the model takes {model.n_bits}-bit values 0..{2**model.n_bits - 1}, "
+    top, kind = (model.n_codes, "codes") if model.n_codes else (2**model.n_bits, f"{model.n_bits}-bit values")
+    if images.numel() and (int(images.min()) < 0 or int(images.max()) >= top):
+        raise PixelModelsError(f"{what}: the model takes {kind} 0..{top - 1}, "
                                f"found values {int(images.min())}..{int(images.max())}")
 
 
 @torch.no_grad()
-def score(model, images: torch.Tensor, y=None, *, batch_size: int = 64, per_pixel: bool = False,
+def score(model, images: torch.Tensor, y=None, *, cond=None, batch_size: int = 64, per_pixel: bool = False,
           progress: bool = False) -> Scores:
     """Bits per dimension of every image (and, if asked, the NLL of every pixel) under ``model``.
 
@@ -75,8 +76,10 @@ def score(model, images: torch.Tensor, y=None, *, batch_size: int = 64, per_pixe
 
     Args:
         model: a model from ``create_model``, ``load`` or ``load_pretrained``.
-        images: integer tensor (N, C, H, W) with values in [0, 2**model.n_bits), what the datasets give.
+        images: integer tensor (N, C, H, W) with values in [0, 2**model.n_bits) (or code maps in
+            [0, n_codes)), what the datasets give.
         y: class labels for a conditional model: an int for all images or (N,) integers; None otherwise.
+        cond: the condition of a model with ``cond_shape``, (N, *cond_shape); None otherwise.
         batch_size: images per forward pass (bounds memory, does not change the result).
         per_pixel: also return the per-pixel NLL, (N, H, W) nats.
         progress: show a progress bar (on a terminal).
@@ -102,7 +105,8 @@ def score(model, images: torch.Tensor, y=None, *, batch_size: int = 64, per_pixe
                       leave=False):
         x = images[start:start + batch_size].to(device)
         yb = None if y is None else (y if y.numel() == 1 else y[start:start + len(x)]).to(device)
-        lp = model.log_prob(x, yb, per_pixel=True)  # (B, H, W) nats
+        cb = None if cond is None else torch.as_tensor(cond)[start:start + len(x)].to(device)
+        lp = model.log_prob(x, yb, cb, per_pixel=True)  # (B, H, W) nats
         nll.append(-lp.sum(dim=(1, 2)).float().cpu())  # the same sum log_prob takes
         if per_pixel:
             pixels.append(-lp.float().cpu())
@@ -122,17 +126,21 @@ class Inputs:
         labels: int64 (N,), -1 where unknown.
         sources: N names: the file's path, or ``DATASET:SPLIT``.
         indices: N indices in the dataset, None for a file.
+        cond: (N, *cond_shape) conditions of a dataset that has them, else None.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     sources: list[str]
     indices: list[int | None]
+    cond: torch.Tensor | None = None
 
     @staticmethod
     def cat(parts: list["Inputs"]) -> "Inputs":
+        conds = [p.cond for p in parts]
         return Inputs(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]),
-                      [s for p in parts for s in p.sources], [i for p in parts for i in p.indices])
+                      [s for p in parts for s in p.sources], [i for p in parts for i in p.indices],
+                      None if any(c is None for c in conds) else torch.cat(conds))
 
 
 def image_files(path: str | Path) -> list[Path]:
@@ -194,6 +202,13 @@ def read_inputs(paths, image_shape, n_bits: int, resize: bool = False) -> Inputs
     images = torch.stack([read_image(f, image_shape, n_bits, resize) for f in files]) if files \
         else torch.zeros(0, c, h, w, dtype=torch.uint8)
     return Inputs(images, torch.full((len(files),), -1), [str(f) for f in files], [None] * len(files))
+
+
+def model_dataset_inputs(dataset, limit: int | None = None) -> Inputs:
+    """The first ``limit`` examples of a dataset already checked against the model, with their conditions."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    return Inputs(torch.as_tensor(dataset.images[:n]), dataset.labels[:n], [f"{dataset.name}:{dataset.split}"] * n,
+                  list(range(n)), None if dataset.cond is None else dataset.cond[:n])
 
 
 def dataset_inputs(dataset, image_shape, n_bits: int, limit: int | None = None) -> Inputs:

@@ -1,4 +1,5 @@
-"""Datasets as uint8 tensors: readers of the published formats, download, quantization."""
+"""Datasets as uint8 image tensors or integer code maps: readers of the published formats and of
+numpy arrays (memory-mapped), download, quantization."""
 
 from .datasets import DATASET_INFO, ImageDataset, list_datasets, load_dataset, quantize
 

@@ -2,7 +2,10 @@
 
 A dataset is held whole in memory as uint8 images (N, C, H, W) with values in
 ``[0, 2**n_bits)`` and int64 labels (N,), -1 where there are none. Fewer bits
-than the data have are obtained by dropping low bits (:func:`quantize`).
+than the data have are obtained by dropping low bits (:func:`quantize`). The
+``arrays`` dataset (:mod:`pixelmodels.data.arrays`) may instead hold code maps
+(N, 1, H, W) of integers in ``[0, n_codes)`` and a float32 condition per example,
+memory-mapped from ``.npy`` / ``.npz`` files where it can be.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DatasetError
+from .arrays import Arrays, check_finite, check_range, read_arrays, signed_codes
 from .cifar import read_cifar
 from .colored_mnist import read_colored_mnist
 from .folder import read_folder
@@ -26,7 +30,8 @@ SPLITS = ("train", "test")
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a dataset holds. For ``folder``, channels and image_size are the defaults."""
+    """What a dataset holds. For ``folder``, channels and image_size are the defaults; for
+    ``arrays`` they are placeholders (the files say), n_bits is the most the images may have."""
 
     channels: int
     image_size: int  # height = width, pixels
@@ -41,6 +46,8 @@ class DatasetInfo:
 
 
 DATASET_INFO: dict[str, DatasetInfo] = {
+    "arrays": DatasetInfo(1, 0, 8, None, "your .npz/.npy arrays of integer images or VQ-VAE codes, "
+                                         "with optional labels y and conditions cond (root=...)"),
     "cifar10": DatasetInfo(3, 32, 8, 10, "CIFAR-10: 50000 + 10000 32x32 colour images, 10 classes"),
     "colored-mnist": DatasetInfo(3, 28, 2, None, "colored MNIST of CS294-158 HW1: 28x28 RGB, 2 bits"),
     "fashion-mnist": DatasetInfo(1, 28, 8, 10, "Fashion-MNIST: 60000 + 10000 28x28 grayscale clothes"),
@@ -85,22 +92,62 @@ def _as_tensor(array, dtype: torch.dtype | None = None) -> torch.Tensor:
     return torch.as_tensor(array, dtype=dtype).contiguous()
 
 
+def _as_codes(images, n_codes, name: str) -> torch.Tensor:
+    """Integer code maps (N, H, W) or (N, 1, H, W) -> a tensor (N, 1, H, W), checked in chunks."""
+    if isinstance(n_codes, bool) or not isinstance(n_codes, (int, np.integer)) or n_codes < 2:
+        raise DatasetError(f"{name}: n_codes must be an integer >= 2, found {n_codes!r} (--n-codes)")
+    array = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if array.dtype.kind not in "iu" or array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[1] != 1):
+        raise DatasetError(f"{name}: expected integer code maps (N, H, W) or (N, 1, H, W), "
+                           f"found {array.dtype} {array.shape}")
+    array = array[:, None] if array.ndim == 3 else array
+    check_range(array, int(n_codes), name, "codes", lambda value: f" (--n-codes {n_codes})")
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return _as_tensor(signed_codes(array, int(n_codes)))
+
+
+def _as_cond(cond, n: int, name: str) -> torch.Tensor:
+    """A condition (N, D) or (N, D, h, w) -> a float32 tensor (sharing memory when it is one)."""
+    if not isinstance(cond, torch.Tensor):
+        array = np.asarray(cond)
+        if array.dtype.kind not in "iuf":
+            raise DatasetError(f"{name}: expected a float condition ({n}, D) or ({n}, D, h, w), "
+                               f"found {array.dtype} {array.shape}")
+        cond = torch.from_numpy(np.ascontiguousarray(array, np.float32))
+    if cond.dtype.is_complex or cond.dtype == torch.bool or cond.ndim not in (2, 4) or len(cond) != n:
+        raise DatasetError(f"{name}: expected a float condition ({n}, D) or ({n}, D, h, w), "
+                           f"found {cond.dtype} {tuple(cond.shape)}")
+    cond = cond.to(torch.float32).contiguous()
+    check_finite(cond.numpy(), name)
+    return cond
+
+
 class ImageDataset(Dataset):
-    """A whole dataset in memory.
+    """A whole dataset in memory (or memory-mapped, for ``arrays``).
 
     Attributes:
-        images: uint8 tensor (N, C, H, W), contiguous, values in [0, 2**n_bits).
+        images: tensor (N, C, H, W), contiguous: uint8 images with values in [0, 2**n_bits), or
+            integer code maps (C = 1, a signed integer dtype or uint8) with values in [0, n_codes).
         labels: int64 tensor (N,), -1 for unlabelled images.
-        n_bits: bits per sub-pixel.
+        n_bits: bits per sub-pixel; None for code maps.
+        n_codes: the number of codes K of code maps; None for images.
         n_classes: number of classes, or None for unlabelled data.
+        cond: float32 tensor (N, D) or (N, D, h, w), a condition per example, or None.
+        cond_shape: (D,) or (D, h, w), or None.
         image_shape: (C, H, W).
         name, split: where the data came from.
     """
 
-    def __init__(self, images, labels, n_bits: int, n_classes: int | None = None,
-                 name: str = "", split: str = "train"):
-        images = _as_tensor(images)
-        if images.dtype != torch.uint8 or images.ndim != 4:
+    def __init__(self, images, labels, n_bits: int | None, n_classes: int | None = None,
+                 name: str = "", split: str = "train", *, n_codes: int | None = None, cond=None):
+        if n_codes is not None:
+            if n_bits is not None:
+                raise DatasetError(f"{name}: code maps (n_codes={n_codes!r}) have no n_bits; found n_bits={n_bits!r}")
+            images = _as_codes(images, n_codes, name)
+        else:
+            images = _as_tensor(images)
+        if n_codes is None and (images.dtype != torch.uint8 or images.ndim != 4):
             raise DatasetError(
                 f"{name}: expected uint8 images (N, C, H, W), found {images.dtype} {tuple(images.shape)}"
             )
@@ -110,26 +157,44 @@ class ImageDataset(Dataset):
             raise DatasetError(
                 f"{name}: expected {len(images)} labels, found shape {tuple(self.labels.shape)}"
             )
-        self.n_bits = _check_bits(n_bits, 8)
-        if len(images) and int(images.max()) >= 2**self.n_bits:
+        self.n_bits = None if n_codes is not None else _check_bits(n_bits, 8)
+        if n_codes is None and len(images) and int(images.max()) >= 2**self.n_bits:
             raise DatasetError(
                 f"{name}: expected values below 2**{self.n_bits}, found {int(images.max())}"
             )
+        self._finish(n_codes, n_classes, None if cond is None else _as_cond(cond, len(images), name), name, split)
+
+    def _finish(self, n_codes, n_classes, cond, name, split) -> None:
+        self.n_codes = None if n_codes is None else int(n_codes)
         self.n_classes = n_classes
-        self.image_shape = tuple(images.shape[1:])
+        self.cond = cond
+        self.cond_shape = None if cond is None else tuple(cond.shape[1:])
+        self.image_shape = tuple(self.images.shape[1:])
         self.name = name
         self.split = split
+
+    @classmethod
+    def from_arrays(cls, arrays: Arrays, name: str = "arrays", split: str = "train") -> "ImageDataset":
+        """A dataset of what :func:`~pixelmodels.data.arrays.read_arrays` read and checked (no second pass)."""
+        self = cls.__new__(cls)
+        self.images, self.labels, self.n_bits = arrays.images, arrays.labels, arrays.n_bits
+        self._finish(arrays.n_codes, arrays.n_classes, arrays.cond, name, split)
+        return self
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        """(uint8 image (C, H, W), label or -1)."""
-        return self.images[index], int(self.labels[index])
+    def __getitem__(self, index: int):
+        """(image (C, H, W), label or -1), and the condition when there is one: (image, label, cond)."""
+        if self.cond is None:
+            return self.images[index], int(self.labels[index])
+        return self.images[index], int(self.labels[index]), self.cond[index]
 
     def __repr__(self) -> str:
+        extra = "".join(f", {key}={getattr(self, key)}" for key in ("n_codes", "cond_shape")
+                        if getattr(self, key) is not None)
         return (f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
-                f"image_shape={self.image_shape}, n_bits={self.n_bits}, n_classes={self.n_classes})")
+                f"image_shape={self.image_shape}, n_bits={self.n_bits}, n_classes={self.n_classes}{extra})")
 
 
 def _read(name: str, found, split: str):
@@ -144,19 +209,24 @@ def _read(name: str, found, split: str):
 
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None,
                  n_bits: int | None = None, *, download: bool = True,
-                 image_size: int | None = None, channels: int | None = None) -> ImageDataset:
-    """Load a split of a dataset into memory.
+                 image_size: int | None = None, channels: int | None = None,
+                 n_codes: int | None = None) -> ImageDataset:
+    """Load a split of a dataset into memory (``arrays``: memory-mapped where it can be).
 
     Args:
         name: one of :func:`list_datasets`.
         split: "train" or "test".
-        root: where the files are (for ``folder``: the image folder). None: the
+        root: where the files are (for ``folder``: the image folder; for ``arrays``: the
+            folder of ``train.npz`` / ``test.npz`` or ``{split}_x.npy``). None: the
             cache directory, then system folders (see :mod:`pixelmodels.data.locate`).
         n_bits: bits per sub-pixel to keep, 1..the dataset's own depth
-            (8; 2 for colored-mnist). None: the dataset's own depth.
+            (8; 2 for colored-mnist). None: the dataset's own depth. For ``arrays``
+            images: the bits the values have (default 8); they are not quantized.
         download: whether missing files with a published checksum may be downloaded.
         image_size: ``folder`` only: side of the square images, pixels (default 32).
         channels: ``folder`` only: 3 (RGB, default) or 1 (grayscale).
+        n_codes: ``arrays`` only: the files hold code maps of this many codes
+            (``--n-codes``; default: the ``n_codes`` an .npz declares, else images).
 
     Raises:
         DatasetError: unknown name or split, bad n_bits, missing or corrupt files.
@@ -167,12 +237,18 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {', '.join(SPLITS)}; found {split!r}")
     info = DATASET_INFO[key]
+    n_bits_given = n_bits
     n_bits = info.n_bits if n_bits is None else _check_bits(n_bits, 8, flag="--n-bits")
     if n_bits > info.n_bits:
         raise DatasetError(
             f"{key} has {info.n_bits} bits per channel; --n-bits {n_bits} asked for more"
         )
+    if n_codes is not None and key != "arrays":
+        raise DatasetError(f"--n-codes applies to the arrays dataset only (code maps); {key} holds images, "
+                           f"found n_codes={n_codes!r}")
     root = Path(root).expanduser() if root is not None else None
+    if key == "arrays":
+        return _load_arrays(root, split, n_bits_given, n_codes, image_size, channels)
     if key == "folder":
         image_size = info.image_size if image_size is None else image_size
         channels = info.channels if channels is None else channels
@@ -196,3 +272,21 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     if n_bits < info.n_bits:
         images = quantize(images, n_bits, info.n_bits)
     return ImageDataset(images, labels, n_bits, info.n_classes, key, split)
+
+
+def _load_arrays(root: Path | None, split: str, n_bits: int | None, n_codes, image_size, channels) -> ImageDataset:
+    for what, value in (("image_size", image_size), ("channels", channels)):
+        if value is not None:
+            raise DatasetError(f"{what} applies to the folder dataset only: arrays takes it from the files, "
+                               f"found {what}={value!r}")
+    if n_codes is not None and (isinstance(n_codes, bool) or not isinstance(n_codes, (int, np.integer))
+                                or n_codes < 2):
+        raise DatasetError(f"n_codes must be an integer >= 2, found {n_codes!r} (--n-codes)")
+    if root is None:
+        raise DatasetError("the arrays dataset needs root (--data-dir): the folder of train.npz / test.npz "
+                           "or train_x.npy / test_x.npy")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: expected a folder of train.npz / test.npz or train_x.npy / test_x.npy, "
+                           f"found {'a file' if root.exists() else 'nothing'}")
+    arrays = read_arrays(root, split, n_bits, None if n_codes is None else int(n_codes))
+    return ImageDataset.from_arrays(arrays, "arrays", split)
