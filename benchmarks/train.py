@@ -239,8 +239,23 @@ def fmt(x, spec="{:.1f}", missing="-"):
     return missing if x is None else spec.format(x)
 
 
-def table(rows, peaks, dtypes) -> None:
-    """The markdown table; ``dtypes`` are the columns' keys ("fp32", "bf16", "fp32 compiled", ...)."""
+def no_native(peaks: dict, device: str) -> set:
+    """The precisions this machine has no native units for: bf16 where ``native_bf16`` says so, or whose
+    measured matmul peak is near zero (under 2% of fp32's): reported as such, never as a share of a peak."""
+    from pixelmodels.evaluation import native_bf16
+
+    import torch
+
+    out = set()
+    if "bf16" in peaks and (not native_bf16(torch.device(device))[0]
+                            or not peaks["bf16"] > 0.02 * peaks.get("fp32", 0.0)):
+        out.add("bf16")
+    return out
+
+
+def table(rows, peaks, dtypes, emulated=frozenset()) -> None:
+    """The markdown table; ``dtypes`` are the columns' keys ("fp32", "bf16", "fp32 compiled", ...);
+    ``emulated``: precisions without native hardware (no share of a peak is given for them)."""
     fp32, bf16 = "fp32" in dtypes, "bf16" in dtypes
     head = ["configuration", "image", "batch", "parameters", "GFLOP / image (step)"]
     if fp32:
@@ -268,7 +283,8 @@ def table(rows, peaks, dtypes) -> None:
                 cells += [res[d]["error"], "", ""]
                 continue
             cells += [fmt(r["images_per_s"], "{:.2f}" if r["images_per_s"] < 10 else "{:.1f}"),
-                      fmt(r["flops_per_s"] / 1e9), fmt(r["flops_per_s"] / peaks[d], "{:.0%}")]
+                      fmt(r["flops_per_s"] / 1e9),
+                      "no native bf16" if d in emulated else fmt(r["flops_per_s"] / peaks[d], "{:.0%}")]
         if fp32 and bf16:
             cells.append(fmt(ok["bf16"]["images_per_s"] / ok["fp32"]["images_per_s"] if "fp32" in ok and "bf16" in ok
                              else None, "{:.2f}x"))
@@ -354,10 +370,12 @@ def main() -> None:
           f"forward, bits/dim loss, backward, Adam (n_bits 8); median of up to {args.steps} timed steps after "
           f"{args.warmup} warm-up; wall {time.time() - start:.0f} s; 1-minute load {load0:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after")
+    emulated = no_native(peaks, args.device)
     print("matmul peak (n=%d, best of before/after): " % peak_n + ", ".join(
-        f"{d} {peaks[d] / 1e9:.0f} GFLOP/s (before {before[d] / 1e9:.0f}, after {after[d] / 1e9:.0f})"
+        (f"{d}: no native {d} (measured {peaks[d] / 1e9:.0f} GFLOP/s, emulated)" if d in emulated else
+         f"{d} {peaks[d] / 1e9:.0f} GFLOP/s (before {before[d] / 1e9:.0f}, after {after[d] / 1e9:.0f})")
         for d in dtypes) + "\n")
-    table(rows, peaks, columns)
+    table(rows, peaks, columns, emulated)
 
 
 if __name__ == "__main__":

@@ -103,11 +103,23 @@ def test_n_bits_outside_1_to_8(tmp_path, fmnist, capsys, n_bits):
     nothing_written(tmp_path)
 
 
-def test_image_size_the_model_cannot_take(tmp_path, photos, capsys):
-    refused(["train", "--model", "pixelcnnpp", "--dataset", "folder", "--data-dir", str(photos),
-             "--image-size", "30", *TINY, "--out", str(tmp_path / "out")],
-            capsys, "pixelcnnpp", "divisible by 4", "30x30")
+def test_data_the_model_cannot_take(tmp_path, capsys):
+    """Issue 14 lifted PixelCNN++'s old limit (sides divisible by 4: it pads now, see test_priors.py);
+    what no model takes is a likelihood of intensities over unordered codes."""
+    codes = tmp_path / "codes"
+    codes.mkdir()
+    for split in ("train", "test"):
+        np.savez(codes / f"{split}.npz", x=np.zeros((4, 5, 5), np.int64))
+    refused(["train", "--model", "pixelcnnpp", "--dataset", "arrays", "--data-dir", str(codes), "--n-codes", "16",
+             "--likelihood", "logistic-mixture", *TINY, "--out", str(tmp_path / "out")],
+            capsys, "--likelihood", "logistic-mixture is for ordinal intensities", "16 unordered codes")
     nothing_written(tmp_path)
+
+
+def test_pixelcnnpp_takes_an_image_size_not_divisible_by_4(tmp_path, photos):
+    assert main(["train", "--model", "pixelcnnpp", "--dataset", "folder", "--data-dir", str(photos),
+                 "--image-size", "30", *TINY, "--out", str(tmp_path / "out")]) == 0
+    assert pixelmodels.load(tmp_path / "out").image_shape == (3, 30, 30)
 
 
 def test_conditional_on_a_dataset_without_labels(tmp_path, photos, capsys):

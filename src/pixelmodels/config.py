@@ -135,8 +135,9 @@ class TrainConfig(Settings):
                              "0: no grid)", ge=0, le=MAX_SAMPLES)
     log_every: int = setting(10, "write training metrics every this many steps", ge=1, le=MAX_COUNT)
     conditional: bool = setting(False, "condition the model on the dataset's class labels")
-    precision: str = setting("fp32", "fp32, bf16 (autocast, CPU or CUDA) or fp16 (autocast + gradient scaler, "
-                             "CUDA only)", choices=("bf16", "fp16", "fp32"))
+    precision: str = setting("auto", "auto (bf16 where the hardware runs it natively: CUDA with bf16, CPUs with "
+                             "AMX; else fp32; config.json records the choice), fp32, bf16 (autocast, CPU or CUDA) "
+                             "or fp16 (autocast + gradient scaler, CUDA only)", choices=("auto", "bf16", "fp16", "fp32"))
     compile: bool = setting(False, "run the training and evaluation forward passes through torch.compile")
     channels_last: bool | None = setting(None, "channels-last memory format (default: on for CUDA, off for CPU)")
     checkpoint_every_steps: int | None = setting(None, "also write a checkpoint every N steps (one is always "
