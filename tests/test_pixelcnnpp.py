@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from pixelmodels import create_model
-from pixelmodels.errors import PixelModelsError
 from pixelmodels.nn import weight_normed_layers
 
 
@@ -38,9 +37,10 @@ def test_data_dependent_init_standardizes_every_layer_on_the_init_batch():
     assert {layer.init_scale for layer in layers} == {1.0, 0.1}
 
 
-def test_image_size_must_be_divisible_by_4():
-    with pytest.raises(PixelModelsError, match="divisible by 4, found 30x28"):
-        create_model("pixelcnnpp", image_shape=(1, 30, 28), preset="tiny")
+def test_any_image_size_is_padded_inside_to_multiples_of_4():
+    """Issue 14 lifted the old limit (sides divisible by 4); tests/test_priors.py checks causality and the cache."""
+    model = create_model("pixelcnnpp", image_shape=(1, 30, 28), preset="tiny")
+    assert model.network_size == (32, 28) and model(torch.zeros(2, 1, 30, 28, dtype=torch.long)).shape[2:] == (30, 28)
 
 
 def test_receptive_field_covers_every_earlier_pixel():

@@ -16,7 +16,7 @@ from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pixelmodels.data import load_dataset
 from pixelmodels.distributed import World
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.evaluation import check_precision, resolve_device, resolve_precision
+from pixelmodels.evaluation import check_precision, resolve_device
 from pixelmodels.faults import Faults
 from pixelmodels.models.registry import build_model, get_spec
 from pixelmodels.training import Trainer
@@ -96,9 +96,7 @@ def build_trainer(run: RunConfig, out: str | Path, *, resume: bool = False, prog
     test_set = load_data(run.data, "test")
     check_splits(train_set, test_set)
     model = build_model(resolve_model_config(run.model, train_set, run.train.conditional)).to(device)
-    train = dataclasses.replace(resolve_train_config(run.train, run.model.name),
-                                precision=resolve_precision(run.train.precision, device))  # recorded: what ran
-    run = RunConfig(model=model.config, data=run.data, train=train)
+    run = RunConfig(model=model.config, data=run.data, train=resolve_train_config(run.train, run.model.name))
     return trainer_cls(run, model, train_set, test_set, out, world=world, device=device, resume=resume,
                        progress=progress, faults=Faults.from_env() if faults is None else faults, **options)
 

@@ -9,6 +9,7 @@ run resumed from a checkpoint taken in the middle of an epoch skips exactly the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import signal
@@ -25,7 +26,7 @@ from pixelmodels import distributed
 from pixelmodels.config import RunConfig, TrainConfig
 from pixelmodels.distributed import World, all_reduce_sum, shard
 from pixelmodels.errors import PixelModelsError, TrainingInterrupted
-from pixelmodels.evaluation import autocast, evaluate, sample_grid
+from pixelmodels.evaluation import autocast, evaluate, resolve_precision, sample_grid
 from pixelmodels.faults import Faults
 from pixelmodels.imageio import make_grid, save_grid
 
@@ -67,11 +68,12 @@ class Trainer:
     def __init__(self, run: RunConfig, model, train_set, test_set, out: str | Path, *, world: World = World(),
                  device: torch.device | None = None, resume: bool = False, progress: bool | None = None,
                  faults: Faults | None = None):
-        self.run, self.model, self.train_set, self.test_set = run, model, train_set, test_set
         self.out, self.world, self.progress = Path(out), world, progress
         self.device = device or next(model.parameters()).device
+        t = dataclasses.replace(run.train, precision=resolve_precision(run.train.precision, self.device))
+        self.run = run = dataclasses.replace(run, train=t)  # config.json records the precision that ran
+        self.model, self.train_set, self.test_set = model, train_set, test_set
         self.faults = Faults() if faults is None else faults
-        t = run.train
         self.channels_last = self.device.type == "cuda" if t.channels_last is None else t.channels_last
         if not resume:  # every rank initializes on the same whole first batch
             self.model.initialize_from_data(*self._batch(next(self.batches(0)), whole=True))
