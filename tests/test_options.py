@@ -1,5 +1,5 @@
 """Options that check themselves: every numeric flag and model option has one declaration
-(``config.setting``) that gives its help, its range and its check, for the CLI, ``create_model``
+(``pixelmodels.settings.setting``) that gives its help, its range and its check, for the CLI, ``create_model``
 and a run's ``config.json`` alike.
 
 The property test runs over every numeric flag of every command, enumerated from the settings
