@@ -24,7 +24,7 @@ from pixelmodels.data import ImageDataset, load_dataset
 from pixelmodels.data import arrays as arrays_module
 from pixelmodels.errors import DatasetError
 
-from test_fuzz_data import no_hang
+from test_fuzz_data import edit, no_hang
 
 RNG = np.random.default_rng(0)
 
@@ -475,18 +475,7 @@ def mutate(draw, data: bytes, hot: list[int]) -> bytes:
         end = len(out) - 1
         near = st.sampled_from(hot).flatmap(lambda h: st.integers(min(end, max(0, h - 8)), min(end, h + 120)))
         pos = min(end, draw(st.one_of(near, st.integers(0, end))))
-        kind = draw(st.sampled_from(["truncate", "flip", "overwrite", "insert", "delete"]))
-        if kind == "truncate":
-            del out[pos:]
-        elif kind == "flip":
-            out[pos] ^= draw(st.integers(1, 255))
-        elif kind == "overwrite":
-            chunk = draw(st.binary(min_size=1, max_size=8))
-            out[pos:pos + len(chunk)] = chunk
-        elif kind == "insert":
-            out[pos:pos] = draw(st.binary(min_size=1, max_size=8))
-        else:
-            del out[pos:pos + draw(st.integers(1, 16))]
+        edit(draw, out, pos, draw(st.sampled_from(["truncate", "flip", "overwrite", "insert", "delete"])))
     return bytes(out)
 
 

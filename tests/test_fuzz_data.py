@@ -95,21 +95,25 @@ def mutate(draw, data: bytes, header: int = 64) -> bytes:
             break
         end = len(out) - 1
         pos = draw(st.one_of(st.integers(0, min(header, end)), st.integers(0, end)))
-        kind = draw(st.sampled_from(["truncate", "flip", "overwrite", "insert", "delete", "empty"]))
-        if kind == "truncate":
-            del out[pos:]
-        elif kind == "flip":
-            out[pos] ^= draw(st.integers(1, 255))
-        elif kind == "overwrite":
-            chunk = draw(st.binary(min_size=1, max_size=8))
-            out[pos:pos + len(chunk)] = chunk
-        elif kind == "insert":
-            out[pos:pos] = draw(st.binary(min_size=1, max_size=8))
-        elif kind == "delete":
-            del out[pos:pos + draw(st.integers(1, 16))]
-        else:
-            out.clear()
+        edit(draw, out, pos, draw(st.sampled_from(["truncate", "flip", "overwrite", "insert", "delete", "empty"])))
     return bytes(out)
+
+
+def edit(draw, out: bytearray, pos: int, kind: str) -> None:
+    """One edit of ``out`` at ``pos``: truncate, flip, overwrite, insert, delete, or empty it."""
+    if kind == "truncate":
+        del out[pos:]
+    elif kind == "flip":
+        out[pos] ^= draw(st.integers(1, 255))
+    elif kind == "overwrite":
+        chunk = draw(st.binary(min_size=1, max_size=8))
+        out[pos:pos + len(chunk)] = chunk
+    elif kind == "insert":
+        out[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+    elif kind == "delete":
+        del out[pos:pos + draw(st.integers(1, 16))]
+    else:
+        out.clear()
 
 
 @pytest.fixture(scope="module")
