@@ -1,18 +1,33 @@
-"""Seconds per batch of sampling: the cached path against the reference path, side by side.
+"""Cached sampling against the machine's limits (memory bandwidth, matrix-product speed) and the reference path.
 
-    python benchmarks/sampling.py [--preset default] [--batch 16] [--models pixelcnn gated-pixelcnn ...]
+    python benchmarks/sampling.py [--preset default] [--batches 16,64,256] [--models pixelsnail pixelcnnpp ...]
+                                  [--shapes 1x28x28 3x32x32] [--positions K] [--no-reference]
 
-For every model at 1x28x28 and 3x32x32: the cached path samples a whole batch
-(timed end to end). The reference path runs a full forward pass per step
-(per sub-pixel for channel-masked models) on the rows that can reach the
-current one; its cost depends only on the row, so it is timed for a few steps
-at rows spread over the image and integrated over all H*W steps (the output
-says so). The ratio is reference / cached.
+In the same run it measures the machine: the copy bandwidth (``dst.copy_(src)`` of a 512 MiB float32
+tensor, best of 5, bytes read + written / seconds) and the float32 matrix-product speed (2048 x 2048
+``torch.mm``, best of 5). For every model, image shape and batch n it builds the cache and asks it what a
+step reads and computes (``cache.reads()``, a ``pixelmodels.nn.incremental.Reads``, averaged over the
+positions of an image): the bytes of frozen weights (work done once per row or once per 2**l rows counted
+as its share of the steps), the bytes of cached activations (e.g. PixelSNAIL's keys and values up to t,
+on average (T - 1) / 2 of them), and the floating-point operations. From these:
+
+* bandwidth limit = (weight + activation bytes) / copy bandwidth, per step;
+* compute limit = flops / matrix-product speed, per step;
+* achieved = seconds of the cached path / steps (H * W * steps_per_position), and its ratio to the
+  bandwidth limit and to the roofline, the larger of the two limits.
+
+The cached path samples the whole batch with ``pixelmodels.sample`` (timed end to end), or, with
+``--positions K``, steps the cache over the first K positions of a random image (an estimate, said so in
+the output; for PixelSNAIL it underestimates the attention's share, which grows with t). The reference
+path (a full forward pass per step on the rows that can reach the current one) costs seconds per step, so
+it is timed at batch 16 only (the smallest batch asked for), at three rows, interpolated over the rows and
+summed over all steps, as before; ``--no-reference`` skips it.
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import time
 
 import numpy as np
@@ -22,7 +37,46 @@ from pixelmodels import create_model, list_models, sample
 from pixelmodels.sampling import reference_step
 
 
-def reference_seconds(model, n: int, probe_rows: int = 3, steps_per_row: int = 1) -> float:
+def machine() -> str:
+    """CPU model, AMX or not, and the threads torch uses."""
+    name, flags = platform.processor() or platform.machine(), ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and name in ("", platform.processor() or platform.machine()):
+                    name = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = line
+    except OSError:
+        pass
+    amx = "yes" if "amx_tile" in flags else "no"
+    return f"{name}, AMX {amx}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def best_of(fn, repeats: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def copy_bandwidth(mib: int = 512) -> float:
+    """Bytes per second of a large float32 copy, read + written."""
+    src = torch.randn(mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 4 / best_of(lambda: dst.copy_(src))
+
+
+def matmul_flops(size: int = 2048) -> float:
+    """Floating-point operations per second of a float32 size x size matrix product."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    return 2 * size**3 / best_of(lambda: torch.mm(a, b))
+
+
+def reference_seconds(model, n: int, probe_rows: int = 3) -> float:
     """Estimated seconds of the reference path for one batch: per-row step cost, integrated."""
     c, h, w = model.image_shape
     x = torch.randint(0, 2**model.n_bits, (n, c, h, w))
@@ -33,39 +87,72 @@ def reference_seconds(model, n: int, probe_rows: int = 3, steps_per_row: int = 1
         reference_step(model, x, y, int(rows[-1]), 0)  # warm-up
         for i in rows:
             start = time.perf_counter()
-            for j in range(steps_per_row):
-                reference_step(model, x, y, int(i), j)
-            per_row.append((time.perf_counter() - start) / steps_per_row)
+            reference_step(model, x, y, int(i), 0)
+            per_row.append(time.perf_counter() - start)
     step_cost = np.interp(np.arange(h), rows, per_row)  # seconds per step at each row
     return float(step_cost.sum() * w * model.steps_per_position)
 
 
-def cached_seconds(model, n: int) -> float:
-    start = time.perf_counter()
-    sample(model, n, y=0 if model.n_classes else None, generator=torch.Generator().manual_seed(0), cached=True)
-    return time.perf_counter() - start
+def cached_seconds_per_step(model, n: int, positions: int | None) -> float:
+    """Seconds per cache step: a whole sampled batch, or the first ``positions`` positions of a random image."""
+    c, h, w = model.image_shape
+    if positions is None:
+        start = time.perf_counter()
+        sample(model, n, y=0 if model.n_classes else None, generator=torch.Generator().manual_seed(0), cached=True)
+        return (time.perf_counter() - start) / (h * w * model.steps_per_position)
+    x = torch.randint(0, 2**model.n_bits, (n, c, h, w))
+    cache = model.sampling_cache(n, torch.zeros(n, dtype=torch.long) if model.n_classes else None)
+    steps = min(positions, h * w)
+    with torch.no_grad():
+        start = time.perf_counter()
+        for t in range(steps):
+            for _ in range(model.steps_per_position):
+                cache.step(x, *divmod(t, w))
+        return (time.perf_counter() - start) / (steps * model.steps_per_position)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="default")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batches", default="16,64,256", help="comma-separated batch sizes")
     p.add_argument("--models", nargs="*", default=list_models())
     p.add_argument("--shapes", nargs="*", default=["1x28x28", "3x32x32"])
+    p.add_argument("--positions", type=int, default=None,
+                   help="time the first K positions of the cached path instead of sampling whole batches")
+    p.add_argument("--no-reference", action="store_true", help="skip the (slow) reference path")
     args = p.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
     torch.manual_seed(0)
-    print(f"batch {args.batch}, preset {args.preset}, {torch.get_num_threads()} threads; reference = per-step cost "
-          f"timed at a few rows and integrated over all steps")
-    print("| model | image | parameters | reference s/batch (estimated) | cached s/batch | speed-up |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    bandwidth, flops = copy_bandwidth(), matmul_flops()
+    print(f"machine: {machine()}")
+    print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (512 MiB float32, read + written); float32 matrix product "
+          f"{flops / 1e9:.1f} GFLOP/s (2048^3); preset {args.preset}; cached: "
+          + ("whole batches sampled" if args.positions is None else f"first {args.positions} positions stepped")
+          + ("" if args.no_reference else f"; reference at batch {min(batches)}, timed at 3 rows and integrated"))
+    print("| model | image | batch | weights MB/step | activations MB/step | GFLOP/step | bandwidth limit ms/step "
+          "| compute limit ms/step | achieved ms/step | x bandwidth limit | x roofline | reference s/batch "
+          "| speed-up |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in args.models:
         for shape in args.shapes:
             image_shape = tuple(int(s) for s in shape.split("x"))
             model = create_model(name, image_shape=image_shape, n_bits=8, preset=args.preset).eval()
-            ref = reference_seconds(model, args.batch)
-            cached = cached_seconds(model, args.batch)
-            print(f"| {name} | {shape} | {model.n_parameters():,} | {ref:.1f} | {cached:.2f} | {ref / cached:.0f}x |",
-                  flush=True)
+            c, h, w = image_shape
+            for n in batches:
+                reads = model.sampling_cache(n).reads()
+                memory = (reads.weights + reads.activations) / bandwidth
+                compute = reads.flops / flops
+                achieved = cached_seconds_per_step(model, n, args.positions)
+                ref = ""
+                if not args.no_reference and n == min(batches):
+                    seconds = reference_seconds(model, n)
+                    batch_seconds = achieved * h * w * model.steps_per_position
+                    ref = f"{seconds:.1f} | {seconds / batch_seconds:.0f}x"
+                else:
+                    ref = " | "
+                print(f"| {name} | {shape} | {n} | {reads.weights / 1e6:.1f} | {reads.activations / 1e6:.1f} "
+                      f"| {reads.flops / 1e9:.3f} | {memory * 1e3:.2f} | {compute * 1e3:.2f} | {achieved * 1e3:.2f} "
+                      f"| {achieved / memory:.1f}x | {achieved / max(memory, compute):.1f}x | {ref} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,14 @@ The step at image position (i, j) (pixels strictly before (i, j) final) does:
   skips) come from the current u rows and this step's up pass; the output head
   reads the level-0 result.
 
-Every convolution reads a ``PaddedBuffer`` of its input: the image buffer holds
+Every convolution reads a buffer of its input: the image buffer holds
 [scaled x, ones] at real positions and zeros in the padding (as ``F.pad`` of
-the full pass), a gated block buffers the concat_elu of its input and of its
-hidden activation (``pixelmodels.nn.incremental.GatedResNetStep``). Dropout is
-left out: the cache computes the eval-mode network.
+the full pass); a gated block buffers the concat_elu of its input and of its
+hidden activation: a u block whole rows (``pixelmodels.nn.incremental.GatedResNetRow``),
+a ul block two channels-last rows (``GatedResNetStep``), whose row-above taps,
+biases and the u part of its aux input are applied once per row, for the whole
+row, the current row's taps at each position. Dropout is left out: the cache
+computes the eval-mode network. ``reads()`` counts what a step reads and computes.
 
 [1]: Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive
      Models", https://arxiv.org/abs/1704.06001
@@ -40,12 +43,16 @@ from pixelmodels.models.base import SamplingCache
 from pixelmodels.models.pixelcnnpp import PixelCNNPP
 from pixelmodels.nn.conditioning import Condition
 from pixelmodels.nn.incremental import (
+    GatedResNetRow,
     GatedResNetStep,
     PaddedBuffer,
+    Reads,
+    channels_last,
     conv_at,
+    conv_at_flat,
     conv_row,
-    conv_transpose_at,
     conv_transpose_row,
+    flat_taps,
     frozen,
 )
 
@@ -61,32 +68,59 @@ class PixelCNNPPCache(SamplingCache):
         self.features, self.width = f, width
         sizes = [(height >> level, width >> level) for level in range(3)]
 
-        def blocks(modules, level):
-            return [GatedResNetStep(b, b.class_bias.frozen(c, sizes[level]), n, *sizes[level]) for b in modules]
+        def blocks(modules, level, rows=False):
+            if rows:
+                return [GatedResNetRow(b, b.class_bias.frozen(c, sizes[level]), n, *sizes[level]) for b in modules]
+            # the ul blocks' aux input starts with u, known for the whole row: applied once per row
+            return [GatedResNetStep(b, b.class_bias.frozen(c, sizes[level]), n, *sizes[level], row_aux=f)
+                    for b in modules]
 
         def buffer(depth, level, pad):
             return PaddedBuffer(n, depth, *sizes[level], pad, w.device, w.dtype)
 
         # per level (0: full resolution); the model lists the down pass from 1/4 up
-        self.up_u = [blocks(model.up_u[level], level) for level in range(3)]
+        self.up_u = [blocks(model.up_u[level], level, rows=True) for level in range(3)]
         self.up_ul = [blocks(model.up_ul[level], level) for level in range(3)]
-        self.dn_u = [blocks(model.dn_u[2 - level], level) for level in range(3)]
+        self.dn_u = [blocks(model.dn_u[2 - level], level, rows=True) for level in range(3)]
         self.dn_ul = [blocks(model.dn_ul[2 - level], level) for level in range(3)]
         self.image = buffer(channels + 1, 0, (1, 1, 1, 0))  # [scaled x, ones]; serves all three input convs
         self.u_in, self.ul_above, self.ul_left = frozen(model.u_in), frozen(model.ul_in_above), frozen(model.ul_in_left)
         self.down_u = [frozen(m) for m in model.down_u]  # level -> level + 1
-        self.down_ul = [frozen(m) for m in model.down_ul]
+        self.down_ul = [(flat_taps(weight), bias) for weight, bias in map(frozen, model.down_ul)]
         self.down_u_in = [buffer(f, level, m.pad) for level, m in enumerate(model.down_u)]
-        self.down_ul_in = [buffer(f, level, m.pad) for level, m in enumerate(model.down_ul)]
+        self.down_ul_in = [channels_last(buffer(f, level, m.pad)) for level, m in enumerate(model.down_ul)]
         self.up_u_sample = [(*frozen(model.up_sample_u[1 - level]), model.up_sample_u[1 - level].left)
                             for level in range(2)]  # level + 1 -> level
-        self.up_ul_sample = [frozen(model.up_sample_ul[1 - level]) for level in range(2)]
+        self.up_ul_sample = []  # level + 1 -> level: the (in, out) matrix of each of the 2x2 taps, and the bias
+        for level in range(2):
+            weight, bias = frozen(model.up_sample_ul[1 - level])  # (in, out, 2, 2)
+            self.up_ul_sample.append((weight.permute(2, 3, 0, 1).contiguous(), bias))
         self.out = frozen(model.out)
         self.ul_above_row = None  # (n, F, W): the ul input's part from the row above, for the current row
         self.u_up = [None] * 3  # per level: the current u row's up-pass values [input, block 1, ...]
         self.u_dn = [None] * 3  # per level: the current u row's down-pass block outputs
         self.ul_dn = [None] + [torch.zeros(n, f, *sizes[level], device=w.device, dtype=w.dtype)
                                for level in (1, 2)]  # down-pass outputs of levels 1, 2 (up-sampling inputs)
+
+    def reads(self) -> Reads:
+        """What a step reads and computes, averaged over the positions (``Reads``): the u stream's rows of level
+        l once every 2**l image rows, the ul stream at level l on one position in 4**l."""
+        n, w = self.n, self.width
+        total = Reads.matrix(self.out[0], n) + Reads.matrix(self.ul_left[0], n)
+        total += Reads.matrix(self.u_in[0], n * w, every=w) + Reads.matrix(self.ul_above[0], n * w, every=w)
+        for level in range(3):
+            every_row, share = w * (1 << level), 1 / 4**level  # steps per u row; share of steps with a ul position
+            width = w >> level
+            for block in (*self.up_u[level], *self.dn_u[level]):
+                total += block.reads(every_row)
+            total += sum((b.reads() for b in (*self.up_ul[level], *self.dn_ul[level])), Reads()) * share
+            if level > 0:
+                total += Reads.matrix(self.down_u[level - 1][0], n * width, every=every_row)
+                total += Reads.matrix(self.down_ul[level - 1][0], n) * share
+            if level < 2:
+                total += Reads.matrix(self.up_u_sample[level][0][:, :, 0], n * width // 2, every=every_row)
+                total += Reads.matrix(self.up_ul_sample[level][0][0, 0], n) * share
+        return total
 
     def _pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Integer pixels (n, C, ...) -> the network input [scaled x, ones] (n, C + 1, ...)."""
@@ -147,10 +181,10 @@ class PixelCNNPPCache(SamplingCache):
         for level in levels:  # up pass
             r, c = i >> level, j >> level
             if level > 0:
-                ul = conv_at(self.down_ul_in[level - 1].window(r, c, 2, 2, stride=2), *self.down_ul[level - 1])
+                ul = conv_at_flat(self.down_ul_in[level - 1].window(r, c, 2, 2, stride=2), *self.down_ul[level - 1])
             values = [ul]
             for block, u in zip(self.up_ul[level], self.u_up[level][1:], strict=True):
-                ul = block.at(r, c, ul, u[:, :, c])
+                ul = block.at(r, c, ul, row_aux=u)
                 values.append(ul)
             if level < 2:
                 self.down_ul_in[level].write(r, c, ul)
@@ -160,10 +194,11 @@ class PixelCNNPPCache(SamplingCache):
             if level == 2:
                 ul, skips = values[-1], values[-2::-1]
             else:
-                below = self.ul_dn[level + 1][:, :, r // 2, c // 2]
-                ul, skips = conv_transpose_at(below, *self.up_ul_sample[level], r, c), values[::-1]
+                below = self.ul_dn[level + 1][:, :, r // 2, c // 2]  # output (r, c) reads tap (r % 2, c % 2) only
+                taps, bias = self.up_ul_sample[level]
+                ul, skips = torch.addmm(bias, below, taps[r % 2, c % 2]), values[::-1]
             for block, u, skip in zip(self.dn_ul[level], self.u_dn[level], skips, strict=True):
-                ul = block.at(r, c, ul, torch.cat([u[:, :, c], skip], dim=1))
+                ul = block.at(r, c, ul, skip, row_aux=u)  # aux: [u, skip]
             if level > 0:
                 self.ul_dn[level][:, :, r, c] = ul
         return ul

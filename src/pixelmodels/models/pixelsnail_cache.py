@@ -8,9 +8,9 @@ t = i * W + j, computing only what that position needs:
 * the input stage: at j = 0 the down-shifted 1x3 convolution of row i-1
   (complete now) is computed once for the whole row; at (i, j) its column j is
   added to the right-shifted 2x1 convolution of pixels (i-1..i, j-1);
-* each block at (i, j): every gated residual layer convolves (2x2) the last two
-  rows of concat_elu of its input and of its hidden map, kept in buffers of the
-  last two rows (``pixelmodels.nn.incremental.GatedResNetStep``); then the key
+* each block at (i, j): every gated residual layer convolves (2x2) concat_elu of
+  its input and of its hidden map, the taps on row i - 1 once per row for the
+  whole row, the two on row i at (i, j) (``pixelmodels.nn.incremental.GatedResNetStep``); then the key
   and value of position t-1 (from x, the block's input and its stream at t-1,
   kept from the previous step, and the background)
   are written into the block's pre-allocated K/V cache, and the query of (i, j)
@@ -18,7 +18,8 @@ t = i * W + j, computing only what that position needs:
   layer mixes the result into the stream at (i, j), for the next block;
 * ELU and the output 1x1 convolution at (i, j).
 
-Nothing at position t or later of x is read. Effective weights (weight norm
+Nothing at position t or later of x is read. ``reads()`` counts what a step
+reads (weights, the cached keys and values) and computes, for the benchmark. Effective weights (weight norm
 resolved) are frozen once, in the constructor; dropout is off (eval-mode
 computation whatever the model's mode).
 
@@ -36,7 +37,7 @@ from pixelmodels.errors import PixelModelsError
 from pixelmodels.models.base import SamplingCache
 from pixelmodels.models.pixelsnail import PixelSNAIL
 from pixelmodels.nn.conditioning import Condition
-from pixelmodels.nn.incremental import GatedResNetStep, PaddedBuffer, conv_row, frozen
+from pixelmodels.nn.incremental import GatedResNetStep, PaddedBuffer, Reads, conv_row, frozen
 
 
 def _flat(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -52,10 +53,10 @@ class _Block:
         attention = block.attention
         self.heads, self.key_size, self.value_size = attention.n_heads, attention.key_size, attention.value_size
 
-        def step(layer, keep_rows=None):
-            return GatedResNetStep(layer, layer.class_bias.frozen(c, size), n, *size, keep_rows=keep_rows)
+        def step(layer):
+            return GatedResNetStep(layer, layer.class_bias.frozen(c, size), n, *size)
 
-        self.res = [step(layer, keep_rows=2) for layer in block.res]  # 2x2 kernels: two rows kept
+        self.res = [step(layer) for layer in block.res]  # 2x2 kernels: the row above applied once per row
         self.kv_in, self.q_in, self.out = step(block.kv_in), step(block.q_in), step(block.out)
         self.query, self.key_value = _flat(attention.query), _flat(attention.key_value)
         like = self.query[0]
@@ -64,6 +65,16 @@ class _Block:
         self.values = like.new_zeros(n, self.heads, t, self.value_size)  # (n, heads, H*W, value_size)
         self.previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (block input, stream) at t-1
         self.width = size[1]
+
+    def reads(self) -> Reads:
+        """Per step, averaged over the positions: the layers' weights, and the keys and values up to t."""
+        n, t = self.keys.shape[0], self.keys.shape[2]
+        layers = sum((layer.reads() for layer in (*self.res, self.kv_in, self.q_in, self.out)), Reads())
+        projections = Reads.matrix(self.query[0], n) + Reads.matrix(self.key_value[0], n)
+        before = (t - 1) / 2  # keys and values read at step t: t of them, on average (T - 1) / 2
+        per_key = n * self.heads * (self.key_size + self.value_size)
+        attention = Reads(0.0, per_key * before * self.keys.element_size(), 2.0 * per_key * before)
+        return layers + projections + attention
 
     def at(self, block_in: torch.Tensor, t: int, x_before: torch.Tensor | None,
            background: torch.Tensor, background_before: torch.Tensor | None) -> torch.Tensor:
@@ -109,6 +120,12 @@ class PixelSNAILCache(SamplingCache):
         background = model.background(like.new_zeros(1, 1, h, w))  # (1, 2, H, W)
         self.background = background[0].flatten(1).T  # (H*W, 2)
         self.t = 0  # the next position
+
+    def reads(self) -> Reads:
+        """What a step reads and computes, averaged over the positions (``Reads``)."""
+        n, w = self.n, self.size[1]
+        inputs = Reads.matrix(self.above[0], n * w, every=w) + Reads.matrix(self.left[0], n)
+        return inputs + sum((b.reads() for b in self.blocks), Reads()) + Reads.matrix(self.out[0], n)
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:

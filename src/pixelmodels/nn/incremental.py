@@ -10,11 +10,17 @@ Shared by the caches of every family (``pixelmodels.models.*_cache``): the
 buffer (``PaddedBuffer``, whole or the last few rows only), the rewrite of the
 previous pixel for channel-masked networks (``PreviousPixel``), the 1x1 output
 layers (``OutputStack``) and the gated residual block of PixelCNN++ and
-PixelSNAIL one position or one row at a time (``GatedResNetStep``).
+PixelSNAIL one position (``GatedResNetStep``) or one row (``GatedResNetRow``) at a time.
 Conditioning biases come frozen from ``pixelmodels.nn.conditioning.FrozenBias``.
+
+``Reads`` is what a cache's step reads (frozen weights, cached activations) and computes,
+averaged over the positions of an image: every cache's ``reads()`` returns one, for the
+sampling benchmark's memory-bandwidth and compute limits (``benchmarks/sampling.py``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -22,6 +28,43 @@ import torch.nn.functional as F
 
 from pixelmodels.nn.conditioning import FrozenBias
 from pixelmodels.nn.shifted import concat_elu
+
+
+@dataclass
+class Reads:
+    """Per cache step, averaged over an image's positions: bytes of frozen weights and of cached activations
+    read, and floating-point operations (a multiply-add is 2). Work done once per row or once per
+    ``every`` positions counts as its share."""
+
+    weights: float = 0.0
+    activations: float = 0.0
+    flops: float = 0.0
+
+    def __add__(self, other: Reads) -> Reads:
+        return Reads(self.weights + other.weights, self.activations + other.activations, self.flops + other.flops)
+
+    def __mul__(self, share: float) -> Reads:
+        """The same work done on a ``share`` of the steps."""
+        return Reads(self.weights * share, self.activations * share, self.flops * share)
+
+    @staticmethod
+    def matrix(weight: torch.Tensor | None, vectors: int, every: float = 1.0) -> Reads:
+        """A weight (any shape, as many multiply-adds per input vector as elements) applied to ``vectors``
+        vectors once every ``every`` steps (e.g. once per row: every = W, vectors = n * W)."""
+        if weight is None:
+            return Reads()
+        return Reads(weight.numel() * weight.element_size() / every, 0.0, 2.0 * vectors * weight.numel() / every)
+
+    @staticmethod
+    def biases(*biases: torch.Tensor | None, every: float = 1.0) -> Reads:
+        return Reads(sum(b.numel() * b.element_size() for b in biases if b is not None) / every)
+
+    @staticmethod
+    def cached(t: torch.Tensor | tuple | int, dtype_bytes: int = 4, every: float = 1.0) -> Reads:
+        """Cached activations of shape ``t`` (a tensor, or a number of elements) read once every ``every`` steps."""
+        count = t.numel() if torch.is_tensor(t) else t
+        size = t.element_size() if torch.is_tensor(t) else dtype_bytes
+        return Reads(0.0, count * size / every)
 
 
 def frozen(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -178,52 +221,142 @@ class OutputStack:
     def __init__(self, hidden: nn.Module, out: nn.Module):
         self.hidden, self.out = frozen_pointwise(hidden), frozen_pointwise(out)
 
+    def reads(self, n: int) -> Reads:
+        return sum((Reads.matrix(w, n) + Reads.biases(b) for w, b in (self.hidden, self.out)), Reads())
+
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         """Features (n, F) -> parameters (n, head.n_params)."""
         return F.linear(F.relu(F.linear(F.relu(h), *self.hidden)), *self.out)
 
 
-class GatedResNetStep:
-    """A ``pixelmodels.nn.shifted.GatedResNet`` computed one position (``at``) or one row (``row``) at a time.
+def _tap_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """One kernel row (out, in, kw) -> the (kw * in, out) matrix a window (B, kw, in), flattened, multiplies."""
+    return weight.permute(2, 1, 0).reshape(-1, weight.shape[0]).contiguous()
 
-    A block of kh x kw shifted convolutions keeps buffers of concat_elu of its input and of its
-    hidden activation (``keep_rows``: see ``PaddedBuffer``); a block of 1x1 convolutions needs none.
-    ``bias`` is the block's frozen conditioning bias. Dropout is left out (eval-mode computation).
+
+def _row_windows(row: torch.Tensor, width: int, kw: int) -> torch.Tensor:
+    """The (B * width, kw * C) windows of a (B, width + kw - 1, C) contiguous padded row, one per output column."""
+    b, padded, c = row.shape
+    return row.as_strided((b, width, kw * c), (padded * c, c, 1)).reshape(b * width, kw * c)
+
+
+class GatedResNetStep:
+    """A ``pixelmodels.nn.shifted.GatedResNet`` of 1x1 or down-right-shifted 2 x kw convolutions, one position at a time.
+
+    ``at(i, j, x, aux, row_aux)`` gives the block's output (n, F) at (i, j); positions come in raster
+    order (of the block's own resolution). Each convolution is split by kernel row: the taps on the row
+    above read values final since that row ended, so at the first position of row i they are applied to
+    the whole row at once, one (n * W, kw * in) matrix product, together with the biases (the
+    convolutions', the aux layer's and the frozen conditioning bias ``bias``, read at row i); the step then
+    multiplies only the current row's taps, a contiguous window of channels-last row buffers of concat_elu
+    of the input and of the hidden activation. ``row_aux`` (n, A, W): the first A channels of the aux
+    input, known for the whole row (PixelCNN++'s u stream), likewise applied per row; ``aux`` the rest,
+    per position. Dropout is left out (eval-mode computation).
+    ``reads()`` counts both kinds of work per position.
     """
 
-    def __init__(self, block: nn.Module, bias: FrozenBias, n: int, height: int, width: int,
-                 keep_rows: int | None = None):
+    def __init__(self, block: nn.Module, bias: FrozenBias, n: int, height: int, width: int, row_aux: int = 0):
+        (w1, b1), (w2, b2) = frozen(block.conv1), frozen(block.conv2)
+        self.bias, self.n, self.width = bias, n, width
+        self.kh, self.kw = w1.shape[2:]
+        self.pointwise = (self.kh, self.kw) == (1, 1)
+        if not self.pointwise and (self.kh != 2 or tuple(block.conv1.pad) != (self.kw - 1, 0, 1, 0)):
+            raise ValueError(f"GatedResNetStep: expected 1x1 or down-right-shifted 2 x kw kernels, found "
+                             f"{self.kh}x{self.kw} with padding {block.conv1.pad}")
+        self.here = [_tap_matrix(w[:, :, -1]) for w in (w1, w2)]  # (kw * in, out): the current row's taps
+        self.above = [None if self.pointwise else _tap_matrix(w[:, :, 0]) for w in (w1, w2)]  # the row above
+        self.biases = (b1, b2)
+        self.aux_row = self.aux_here = self.aux_bias = None
+        if block.aux is not None:
+            wa, self.aux_bias = frozen_pointwise(block.aux)  # (out, 2 * n_aux): columns [aux, -aux]
+            half = wa.shape[1] // 2
+            row_cols = [*range(row_aux), *range(half, half + row_aux)]  # concat_elu of the row part
+            here_cols = [*range(row_aux, half), *range(half + row_aux, 2 * half)]
+            self.aux_row = wa[:, row_cols].t().contiguous() if row_aux else None
+            self.aux_here = wa[:, here_cols].t().contiguous() if row_aux < half else None
+        features = [w.shape[1] for w in (w1, w2)]  # concat_elu widths of the input and the hidden activation
+        self.rows = [None if self.pointwise else w1.new_zeros(2, n, width + self.kw - 1, f) for f in features]
+        self.row = -1  # the row whose per-row part is computed
+        self.row_part: list[torch.Tensor] = []  # per convolution: (n, W, out), biases and the row above
+
+    def reads(self) -> Reads:
+        """What one ``at`` reads and computes, the per-row part as its share of the row's positions."""
+        n, w = self.n, self.width
+        here = sum((Reads.matrix(m, n) for m in (*self.here, self.aux_here)), Reads())
+        row = sum((Reads.matrix(m, n * w, every=w) for m in (*self.above, self.aux_row)), Reads())
+        windows = [Reads.cached(m.shape[0] * n) for m in self.here]  # the current row's windows
+        if not self.pointwise:  # the row above's windows, once per row
+            windows += [Reads.cached(buffers[0], every=w) for buffers in self.rows]
+        return here + row + sum(windows, Reads()) + Reads.biases(*self.biases, self.aux_bias, every=w)
+
+    def _start_row(self, i: int, row_aux: torch.Tensor | None) -> None:
+        """The per-row part of row i: the row-above taps over row i - 1 (final now), the biases, row_aux."""
+        if i != self.row + 1:
+            raise ValueError(f"GatedResNetStep: expected row {self.row + 1}, found {i}")
+        self.row, n, w = i, self.n, self.width
+        parts = []
+        for k, (above, bias, buffers) in enumerate(zip(self.above, self.biases, self.rows)):
+            out = self.here[k].shape[1]
+            part = self.here[k].new_zeros(n, w, out) if bias is None else bias.expand(n, w, out).clone()
+            if buffers is not None:
+                buffers[0].copy_(buffers[1])  # the row above is final; the current row starts empty (zero)
+                buffers[1].zero_()
+                if i > 0:  # row 0's row above is padding: zero
+                    part.view(n * w, out).addmm_(_row_windows(buffers[0], w, self.kw), above)
+            parts.append(part)
+        if self.aux_bias is not None:
+            parts[0] += self.aux_bias
+        if self.aux_row is not None:
+            cols = concat_elu(row_aux).transpose(1, 2).reshape(n * w, -1)  # (n * W, 2A)
+            parts[0].view(n * w, -1).addmm_(cols, self.aux_row)
+        cond = self.bias.row(i)  # (n, 2F, W) or (n, 2F, 1), or 0.0
+        if torch.is_tensor(cond):
+            parts[1] += cond.transpose(1, 2)
+        self.row_part = parts
+
+    def _conv(self, k: int, j: int, value: torch.Tensor) -> torch.Tensor:
+        """Convolution k (0: conv1, 1: conv2) at column j of the current row, whose input there is ``value``."""
+        if self.pointwise:
+            return torch.addmm(self.row_part[k][:, j], value, self.here[k])
+        buffer = self.rows[k][1]
+        buffer[:, j + self.kw - 1] = value
+        return torch.addmm(self.row_part[k][:, j], buffer[:, j: j + self.kw].reshape(self.n, -1), self.here[k])
+
+    def at(self, i: int, j: int, x: torch.Tensor, aux: torch.Tensor | None = None,
+           row_aux: torch.Tensor | None = None) -> torch.Tensor:
+        """The block's output (n, F) at (i, j) from its input x (n, F), the position's aux and the row's row_aux."""
+        if i != self.row:
+            self._start_row(i, row_aux)
+        h = self._conv(0, j, concat_elu(x))
+        if self.aux_here is not None:
+            h = h.addmm_(concat_elu(aux), self.aux_here)
+        a, b = self._conv(1, j, concat_elu(h)).chunk(2, dim=1)
+        return x + a * torch.sigmoid(b)
+
+
+class GatedResNetRow:
+    """A ``pixelmodels.nn.shifted.GatedResNet`` computed one row at a time (PixelCNN++'s u stream).
+
+    The block keeps buffers of concat_elu of its input and of its hidden activation (whole
+    height); ``bias`` is its frozen conditioning bias. Dropout is left out (eval-mode computation).
+    """
+
+    def __init__(self, block: nn.Module, bias: FrozenBias, n: int, height: int, width: int):
         self.conv1, self.conv2 = frozen(block.conv1), frozen(block.conv2)
         self.aux = None if block.aux is None else frozen(block.aux)
         self.bias = bias
         w = self.conv1[0]
-        self.kh, self.kw = w.shape[2:]
-        self.pointwise = (self.kh, self.kw) == (1, 1)
-        if not self.pointwise:
-            self.x_buf = PaddedBuffer(n, w.shape[1], height, width, block.conv1.pad, w.device, w.dtype, keep_rows)
-            self.h_buf = PaddedBuffer(n, 2 * w.shape[0], height, width, block.conv2.pad, w.device, w.dtype,
-                                      keep_rows)
+        self.kh = w.shape[2]
+        self.x_buf = PaddedBuffer(n, w.shape[1], height, width, block.conv1.pad, w.device, w.dtype)
+        self.h_buf = PaddedBuffer(n, 2 * w.shape[0], height, width, block.conv2.pad, w.device, w.dtype)
 
-    @staticmethod
-    def _gate(x: torch.Tensor, h: torch.Tensor, bias: torch.Tensor | float) -> torch.Tensor:
-        a, b = (h + bias if torch.is_tensor(bias) else h).chunk(2, dim=1)
-        return x + a * torch.sigmoid(b)
-
-    def at(self, i: int, j: int, x: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
-        """The block's output (n, F) at (i, j) from its input x (n, F) and aux there."""
-        if self.pointwise:
-            h = conv_at(concat_elu(x)[:, :, None, None], *self.conv1)
-        else:
-            self.x_buf.write(i, j, concat_elu(x))
-            h = conv_at(self.x_buf.window(i, j, self.kh, self.kw), *self.conv1)
-        if self.aux is not None:
-            h = h + conv_at(concat_elu(aux)[:, :, None, None], *self.aux)
-        if self.pointwise:
-            h = conv_at(concat_elu(h)[:, :, None, None], *self.conv2)
-        else:
-            self.h_buf.write(i, j, concat_elu(h))
-            h = conv_at(self.h_buf.window(i, j, self.kh, self.kw), *self.conv2)
-        return self._gate(x, h, self.bias.at(i, j))
+    def reads(self, every: float) -> Reads:
+        """What one ``row`` reads and computes, done once every ``every`` steps."""
+        n, width = self.x_buf.data.shape[0], self.x_buf.data.shape[3] - self.conv1[0].shape[3] + 1
+        mats = sum((Reads.matrix(w, n * width) for w, _ in filter(None, (self.conv1, self.conv2, self.aux))),
+                   Reads())
+        bands = Reads.cached(self.x_buf.rows(0, self.kh)) + Reads.cached(self.h_buf.rows(0, self.kh))
+        return (mats + bands + Reads.biases(self.conv1[1], self.conv2[1], self.aux and self.aux[1])) * (1 / every)
 
     def row(self, i: int, x: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
         """The block's output row i (n, F, W) from its input row x and aux row (n, F_aux, W)."""
@@ -233,4 +366,6 @@ class GatedResNetStep:
             h = h + conv_row(concat_elu(aux)[:, :, None], *self.aux)
         self.h_buf.write_row(i, concat_elu(h))
         h = conv_row(self.h_buf.rows(i, self.kh), *self.conv2)
-        return self._gate(x, h, self.bias.row(i))
+        bias = self.bias.row(i)
+        a, b = (h + bias if torch.is_tensor(bias) else h).chunk(2, dim=1)
+        return x + a * torch.sigmoid(b)
