@@ -21,6 +21,8 @@ of the two is used). Peak memory: the child's peak resident set size
     python benchmarks/train.py --device cuda --large --batch-size 16
     python benchmarks/train.py --models gated-pixelcnn,pixelcnnpp --shapes 1x28x28 --dtypes fp32
     python benchmarks/train.py --only-references --compile   # + rows with the forward under torch.compile
+    python benchmarks/train.py --only-references --dtypes fp32 --shapes 1x28x28 \
+        --reference-labels "gated 64x5,pixelcnn++ 32x2,pixelsnail 64"        # the issue-15 rows only
 
 With ``--compile`` every configuration runs twice, eagerly and with the model's forward under
 ``torch.compile`` (as the trainer's ``--compile``: the loss's head stays eager); the compiled row's
@@ -231,7 +233,10 @@ def configs(args) -> list[Config]:
                 extra = dict(checkpoint_activations=True) if large else {}
                 out.append(Config(f"{model}:{preset}", model, preset, shape, batch, extra, large=large))
     if args.references:
-        out += [c for c in REFERENCES if args.large or not c.large]
+        wanted = [w for w in args.reference_labels.split(",") if w]
+        out += [c for c in REFERENCES if (args.large or not c.large)
+                and (not wanted or any(w in c.label for w in wanted))
+                and (not args.reference_shapes or c.shape in args.reference_shapes)]
     return out
 
 
@@ -301,7 +306,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
     p.add_argument("--presets", default="small,default", help="comma-separated presets")
-    p.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated CxHxW")
+    p.add_argument("--shapes", default=None, help="comma-separated CxHxW (default: %s; given, it also selects "
+                   "the reference rows)" % ",".join(SHAPES))
     p.add_argument("--dtypes", default=",".join(DTYPES), help="fp32 and/or bf16")
     p.add_argument("--batch-size", type=int, default=0, help="every model row's batch (default: per preset)")
     p.add_argument("--small-batch", type=int, default=16, help="batch of the small-preset rows")
@@ -312,6 +318,8 @@ def main() -> None:
     p.add_argument("--max-seconds", type=float, default=15.0, help="stop timing after this many seconds of steps")
     p.add_argument("--no-references", dest="references", action="store_false", help="skip the reference rows")
     p.add_argument("--only-references", action="store_true", help="only the reference rows")
+    p.add_argument("--reference-labels", default="", help="comma-separated substrings: only the reference rows "
+                   "whose label contains one (e.g. 'gated 64x5,pixelcnn++ 32x2')")
     p.add_argument("--large", action="store_true", help="add pixelsnail:default and the large reference rows")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: tiny presets at 1x28x28, batch 4, one step, the first reference row")
@@ -325,7 +333,8 @@ def main() -> None:
         worker(json.loads(args.worker))
         return
     args.models, args.presets = args.models.split(","), args.presets.split(",")
-    args.shapes, dtypes = args.shapes.split(","), args.dtypes.split(",")
+    args.reference_shapes = args.shapes.split(",") if args.shapes else None
+    args.shapes, dtypes = (args.shapes or ",".join(SHAPES)).split(","), args.dtypes.split(",")
     peak_n, peak_s = 2048, 2.0
     if args.only_references:
         args.models = []

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from pixelmodels.models.base import AutoregressiveModel
 from pixelmodels.nn import DownShiftedConv2d, MaskedConv2d, channel_groups, down_shift
 from pixelmodels.nn.conditioning import Condition, Conditioning
-from pixelmodels.nn.shifted import maybe_weight_norm
+from pixelmodels.nn.shifted import Conv1x1, maybe_weight_norm
 from pixelmodels.settings import LIKELIHOODS, MAX_FEATURES, MAX_KERNEL, MAX_LAYERS, MAX_MIXTURES, Settings, setting
 
 
@@ -83,7 +83,7 @@ class GatedLayer(nn.Module):
         gate_groups = torch.cat([groups, groups])  # tanh half and sigmoid half
         in_groups = channel_groups(in_ch, n_groups)
         self.v_conv = DownShiftedConv2d(in_ch, 2 * n, (k // 2 + 1, k), weight_norm=False)
-        self.v_to_h = nn.Conv2d(2 * n, 2 * n, 1)
+        self.v_to_h = Conv1x1(2 * n, 2 * n)  # nn.Conv2d(2n, 2n, 1) as a matrix product
         self.h_conv = MaskedConv2d(in_ch, 2 * n, k, "A" if first else "B", n_groups,
                                    out_groups=gate_groups, in_groups=in_groups, shape="row")
         self.h_out = MaskedConv2d(n, n, 1, "B", n_groups)

@@ -138,7 +138,7 @@ class PixelCNNPP(AutoregressiveModel):
         for level in range(3):  # down pass: 1/4, 1/2, full resolution
             for bu, bul in zip(self.dn_u[level], self.dn_ul[level]):
                 u = bu(u, us.pop(), c=c)
-                ul = bul(ul, torch.cat([u, uls.pop()], dim=1), c=c)
+                ul = bul(ul, (u, uls.pop()), c=c)  # aux [u, ul]: concatenated inside concat_elu
             if level < 2:
                 u, ul = self.up_sample_u[level](u), self.up_sample_ul[level](ul)
         assert not us and not uls

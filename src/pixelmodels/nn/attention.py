@@ -57,6 +57,10 @@ def _sdpa(q, k, v, dropout_p):
         # materialized path; zero-padding q and k (and v) leaves the dot products unchanged.
         d = max(key_size, value_size)
         q, k, v = F.pad(q, (0, d - key_size)), F.pad(k, (0, d - key_size)), F.pad(v, (0, d - value_size))
+    if q.device.type == "cpu":
+        # the CPU flash kernel also needs unit stride along the features, else the same fallback: the
+        # projections' (B, heads, T, size) views are transposed (and F.pad of zero width keeps strides)
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, scale=key_size**-0.5)
     return out[..., :value_size]
 
