@@ -9,9 +9,7 @@ cause, and a fuzz test: mutated or truncated files give a valid dataset or a one
 import io
 import os
 import re
-import tracemalloc
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,7 @@ from pixelmodels.data import ImageDataset, load_dataset
 from pixelmodels.data import arrays as arrays_module
 from pixelmodels.errors import DatasetError
 
-from test_fuzz_data import edit, no_hang
+from test_fuzz_data import allocates_little, edit, no_hang
 
 RNG = np.random.default_rng(0)
 
@@ -387,17 +385,6 @@ def npy_declaring(array, shape) -> bytes:
     return buf.getvalue() + array.tobytes()
 
 
-@contextmanager
-def allocates_little(limit=16 << 20):
-    tracemalloc.start()
-    try:
-        yield
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < limit, f"reading a tiny file allocated {peak / 2**20:.0f} MiB"
-
-
 @pytest.mark.parametrize("compressed", [False, True])
 def test_member_declaring_more_than_the_file_holds(tmp_path, compressed):
     """A header claiming 2**40 values over 120 bytes: an error, and nothing allocated from the claim."""
@@ -405,7 +392,7 @@ def test_member_declaring_more_than_the_file_holds(tmp_path, compressed):
     path = tmp_path / "train.npz"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED) as zf:
         zf.writestr("x.npy", huge)
-    with allocates_little():
+    with allocates_little(16 << 20):
         error(tmp_path, rf"^{P(path)}: 'x': truncated array: its header declares int16 \({2**40}, 5, 4\)",
               n_codes=300)
 
@@ -413,7 +400,7 @@ def test_member_declaring_more_than_the_file_holds(tmp_path, compressed):
 def test_npy_declaring_more_than_the_file_holds(tmp_path):
     path = tmp_path / "train_x.npy"
     path.write_bytes(npy_declaring(codes(), (2**50, 5, 4)))
-    with allocates_little():
+    with allocates_little(16 << 20):
         error(tmp_path, rf"^{P(path)}: truncated array", n_codes=300)
 
 
