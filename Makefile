@@ -27,7 +27,7 @@ data:
 
 demo: setup data
 	$(VENV)/bin/pixelmodels train --model gated-pixelcnn --preset small --dataset fashion-mnist \
-	  --conditional --batch-size 32 --max-steps 900 --lr 2e-3 --lr-decay 0.9995 \
+	  --conditional --batch-size 16 --max-steps 1800 --lr 2e-3 --lr-decay 0.99975 \
 	  --n-samples 0 --out $(DEMO) --overwrite
 	$(VENV)/bin/pixelmodels generate $(DEMO) --n 4 --out $(DEMO)/samples.png
 
