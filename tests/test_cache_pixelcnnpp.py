@@ -7,7 +7,7 @@ import torch
 
 from pixelmodels import create_model
 from pixelmodels.nn import DownRightShiftedConvTranspose2d, DownShiftedConvTranspose2d
-from pixelmodels.nn.incremental import conv_transpose_at, conv_transpose_row, frozen
+from pixelmodels.nn.incremental import StepMatrix, conv_transpose_at, conv_transpose_row, frozen
 
 
 def randomized(layer):
@@ -37,10 +37,15 @@ def test_transposed_position_reads_one_input_position_and_matches_the_module():
         torch.testing.assert_close(at, full[:, :, r, c], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("shape,likelihood,n_classes", [((3, 16, 16), "logistic-mixture", 3),
-                                                        ((1, 12, 8), "categorical", None)])
-def test_cached_params_equal_the_full_pass_with_two_blocks_and_garbage_ahead(shape, likelihood, n_classes):
+@pytest.mark.parametrize("shape,likelihood,n_classes,transpose_at", [
+    ((3, 16, 16), "logistic-mixture", 3, StepMatrix.TRANSPOSE_AT),
+    ((1, 12, 8), "categorical", None, StepMatrix.TRANSPOSE_AT),
+    ((1, 12, 8), "categorical", None, 0),  # every step product in the large weights' layout
+])
+def test_cached_params_equal_the_full_pass_with_two_blocks_and_garbage_ahead(shape, likelihood, n_classes,
+                                                                            transpose_at, monkeypatch):
     """Every step matches a full pass; pixels at and after (i, j) are fresh noise, which the cache must not read."""
+    monkeypatch.setattr(StepMatrix, "TRANSPOSE_AT", transpose_at)
     torch.manual_seed(0)
     model = create_model("pixelcnnpp", image_shape=shape, n_bits=2, n_classes=n_classes, preset="tiny",
                          n_blocks=2, likelihood=likelihood)

@@ -6,6 +6,7 @@ import torch
 
 from pixelmodels import create_model
 from pixelmodels.errors import PixelModelsError
+from pixelmodels.nn.incremental import StepMatrix
 
 
 def perturbed(image_shape, n_classes=None, preset="small", **overrides):
@@ -40,6 +41,13 @@ def check_every_step(model, n, y, steps=None):
 ])
 def test_cached_params_equal_the_full_pass_small_preset(overrides):
     model = perturbed((3, 7, 9), n_classes=4, **overrides)
+    check_every_step(model, 2, torch.tensor([3, 1]))
+
+
+def test_cached_params_equal_the_full_pass_with_every_step_product_transposed(monkeypatch):
+    """The layout the default preset's large weights use (``StepMatrix``), forced on the small ones."""
+    monkeypatch.setattr(StepMatrix, "TRANSPOSE_AT", 0)
+    model = perturbed((3, 5, 6), n_classes=4, n_heads=2, key_size=8, value_size=3)
     check_every_step(model, 2, torch.tensor([3, 1]))
 
 

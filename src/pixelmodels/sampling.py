@@ -27,7 +27,9 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from pixelmodels.config import GenerateSettings
 from pixelmodels.errors import PixelModelsError
+from pixelmodels.settings import check_field
 
 
 def _per_example(value, n: int, shape: tuple | None):
@@ -46,10 +48,8 @@ def _output(model, x: torch.Tensor) -> torch.Tensor:
 
 
 def _check_temperature(temperature) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not 0 < temperature <= 100 or temperature != temperature:
-        raise PixelModelsError(f"--temperature: expected a number in (0, 100], found {temperature!r}")
-    return float(temperature)
+    """The flag's own declaration checks the library argument (one range for both)."""
+    return check_field(GenerateSettings, "temperature", temperature)
 
 
 @torch.no_grad()

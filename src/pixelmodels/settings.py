@@ -223,25 +223,36 @@ def validate(obj) -> None:
     Raises:
         SettingError: one line, ``--flag-name: expected <the range in words>, found <value>``.
     """
-    kinds = field_types(type(obj))
     for f in dataclasses.fields(obj):
-        check = f.metadata.get("check")
-        if check is None:
-            continue
-        base, optional = kinds[f.name]
         value = getattr(obj, f.name)
-        if value is None and optional:
-            continue
-        try:
-            typed = value if check.test is not None else _typed(value, base)
-        except TypeError as e:
-            words = check.words(base)
-            raise SettingError(f.name, flag_name(f), f"{e}" + (f" ({words})" if words else ""), value) from None
-        problem = check.problem(typed, base)
-        if problem is not None:
-            raise SettingError(f.name, flag_name(f), problem[0], typed, problem[1])
+        typed = _checked(type(obj), f, value)
         if typed is not value:
             object.__setattr__(obj, f.name, typed)
+
+
+def check_field(cls, name: str, value):
+    """``value`` checked against field ``name`` of settings class ``cls`` (its declaration, its flag in the
+    message) and normalized as ``validate`` does: for library calls that take one setting as an argument."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return _checked(cls, f, value)
+
+
+def _checked(cls, f: dataclasses.Field, value):
+    check = f.metadata.get("check")
+    if check is None:
+        return value
+    base, optional = field_types(cls)[f.name]
+    if value is None and optional:
+        return value
+    try:
+        typed = value if check.test is not None else _typed(value, base)
+    except TypeError as e:
+        words = check.words(base)
+        raise SettingError(f.name, flag_name(f), f"{e}" + (f" ({words})" if words else ""), value) from None
+    problem = check.problem(typed, base)
+    if problem is not None:
+        raise SettingError(f.name, flag_name(f), problem[0], typed, problem[1])
+    return typed
 
 
 def range_words(f: dataclasses.Field, base) -> str:
