@@ -21,6 +21,11 @@ both see the same machine load. The median over ``--rounds`` is compared.
     python benchmarks/before_after.py --rev a4f7844                 # ~10 min on 2 cores
     python benchmarks/before_after.py --rev a4f7844 --no-sampling --rounds 5
     python benchmarks/before_after.py --rev HEAD~3 --quick          # smoke run, tiny presets
+    python benchmarks/before_after.py --rev a4f7844 --demo --no-training --no-sampling   # ~20 min
+
+* ``--demo``: the ``pixelmodels train`` command of each tree's ``make demo`` (read from that tree's
+  Makefile), with that tree's code, one after the other with the machine's threads: the wall time of
+  each (training and the test-set evaluation) and the test bits/dim it prints.
 """
 
 from __future__ import annotations
@@ -113,6 +118,7 @@ def main() -> None:
     p.add_argument("--positions", type=int, default=56, help="cached sampling steps timed (from the first pixel)")
     p.add_argument("--no-training", dest="training", action="store_false")
     p.add_argument("--no-sampling", dest="sampling", action="store_false")
+    p.add_argument("--demo", action="store_true", help="also run each tree's make-demo training, one after the other")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny presets, one round, 2 steps, 8 positions")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per process")
     args = p.parse_args()
@@ -136,6 +142,8 @@ def main() -> None:
             training(args, trees)
         if args.sampling:
             sampling(args, trees, sampling_threads, tmp)
+        if args.demo:
+            demo(args.rev, trees, tmp)
     print(f"\nwall {time.perf_counter() - start:.0f} s; 1-minute load {load:.2f} before, {os.getloadavg()[0]:.2f} after")
 
 
@@ -197,6 +205,41 @@ def sampling(args, trees: dict[str, Path], thread_counts: list[int], tmp: Path) 
         cells = [model, str(threads), fmt(old), fmt(new), fmt(old / new if old and new else None, "{:.2f}x"),
                  fmt(diff, "{:.1e}")]
         print("| " + " | ".join(cells) + " |")
+
+
+def demo_command(makefile: str, out: Path) -> list[str]:
+    """The arguments of the ``pixelmodels train`` line of a Makefile's ``demo`` target."""
+    lines = makefile.split("\ndemo:", 1)[1].replace("\\\n", " ").splitlines()
+    train = next((line for line in lines[1:] if "pixelmodels train" in line), None)
+    if train is None:
+        raise SystemExit("--demo: no 'pixelmodels train' line in the Makefile's demo target")
+    words = train.split("pixelmodels train", 1)[1].replace("$(DEMO)", str(out)).split()
+    return [sys.executable, "-m", "pixelmodels", "train", *words, "--no-progress"]
+
+
+def demo(rev: str, trees: dict[str, Path], tmp: Path) -> None:
+    makefiles = {"old": subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:Makefile"], capture_output=True,
+                                       text=True, check=True).stdout,
+                 "new": (ROOT / "Makefile").read_text()}
+    threads = os.cpu_count()
+    rows = []
+    for tree in ("old", "new"):
+        cmd = demo_command(makefiles[tree], tmp / f"demo-{tree}")
+        print(" ".join(cmd[2:]), flush=True)
+        env = {**os.environ, "PYTHONPATH": str(trees[tree])}
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"the {tree} demo failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        found = [line for line in proc.stdout.splitlines() if "test bits/dim" in line]
+        rows.append((tree, " ".join(cmd[4:-4]), seconds, found[-1].strip() if found else "-"))
+    print(f"\nmake demo's training, each tree's code and recipe, one after the other, {threads} threads:\n")
+    print("| tree | flags | wall s (training and evaluation) | printed |")
+    print("| --- | --- | --- | --- |")
+    for tree, flags, seconds, printed in rows:
+        print(f"| {tree} | `{flags}` | {seconds:.0f} | {printed} |")
+    print(f"\nnew / old wall time: {rows[1][2] / rows[0][2]:.3f}")
 
 
 def fmt(x, spec="{:.1f}", missing="-"):

@@ -112,7 +112,7 @@ def main() -> None:
         raw = copy.deepcopy(model)
         raw.load_state_dict(torch.load(out / "training_state.pt", weights_only=True)["model"])
         test = load_dataset(args.dataset, "test")
-        rows.append((label, model.n_parameters(), batch, final["step"], sum(speeds) / max(len(speeds), 1),
+        rows.append((label, model.n_parameters(), batch, final["step"], sum(speeds) / len(speeds) if speeds else None,
                      walls.get(label), final["test_bpd"], evaluate(raw.eval(), test)))
     mode = "one after another" if args.sequential else "side by side"
     budget = f"{args.minutes:g} minutes of training each" if args.minutes is not None else "the recipes' steps"
@@ -123,7 +123,7 @@ def main() -> None:
           "test bits/dim, EMA weights | test bits/dim, raw weights |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, n_params, batch, steps, speed, seconds, bpd, raw_bpd in rows:
-        cells = [label, f"{n_params:,}", str(batch), str(steps), f"{speed:.1f}",
+        cells = [label, f"{n_params:,}", str(batch), str(steps), "-" if speed is None else f"{speed:.1f}",
                  "-" if seconds is None else f"{seconds:.0f}", f"{bpd:.4f}", f"{raw_bpd:.4f}"]
         print("| " + " | ".join(cells) + " |")
 

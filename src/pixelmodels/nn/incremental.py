@@ -239,9 +239,8 @@ class StepMatrix:
 
     At a few rows (batch 16) the product is small and its speed depends on the layout: for weights of
     at least ``TRANSPOSE_AT`` elements it is computed as (W^T x^T)^T, the weight stored (out, in), which
-    MKL runs 1.3-1.9x faster with 2 threads and up to 1.3x with one on the 2-core AMD EPYC of BENCHMARKS.md
-    (``benchmarks/before_after.py``); smaller weights stay (in, out), faster there. The two forms compute
-    the same sums (equal to the bit in that measurement).
+    MKL ran 1.2-1.8x faster with 2 threads and 1.0-1.3x with one on the 2-core AMD EPYC of BENCHMARKS.md
+    (``benchmarks/step_products.py``); smaller weights stay (in, out), faster there with one thread.
     """
 
     TRANSPOSE_AT = 2**18  # elements (1 MiB of float32)
