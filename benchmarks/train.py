@@ -384,6 +384,11 @@ def main() -> None:
         (f"{d}: no native {d} (measured {peaks[d] / 1e9:.0f} GFLOP/s, emulated)" if d in emulated else
          f"{d} {peaks[d] / 1e9:.0f} GFLOP/s (before {before[d] / 1e9:.0f}, after {after[d] / 1e9:.0f})")
         for d in dtypes) + "\n")
+    from pixelmodels.evaluation import native_bf16, resolve_precision
+
+    device = torch.device(args.device)
+    print(f"--precision auto (pixelmodels train's default) resolves to {resolve_precision('auto', device)} on this "
+          f"machine: {native_bf16(device)[1]}\n")
     table(rows, peaks, columns, emulated)
 
 
