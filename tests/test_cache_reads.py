@@ -48,5 +48,5 @@ def test_both_layouts_of_a_step_product_compute_bias_plus_x_times_w(shape):
         finally:
             StepMatrix.TRANSPOSE_AT = saved
         assert m.transposed == (transpose_at == 0)
-        assert m.numel() == weight.numel() and m.shape == shape
+        assert m.weight.numel() == weight.numel() and m.shape == shape
         torch.testing.assert_close(m.addmm(bias, x), expected, atol=1e-4, rtol=1e-5)

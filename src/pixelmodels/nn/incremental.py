@@ -251,12 +251,6 @@ class StepMatrix:
         self.transposed = weight.numel() >= self.TRANSPOSE_AT
         self.weight = weight.t().contiguous() if self.transposed else weight
 
-    def numel(self) -> int:
-        return self.weight.numel()
-
-    def element_size(self) -> int:
-        return self.weight.element_size()
-
     def addmm(self, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``bias + x @ W``: bias (n, out) (a view), x (n, in) -> (n, out) (a transposed view when large)."""
         if self.transposed:
@@ -312,7 +306,7 @@ class GatedResNetStep:
     def reads(self) -> Reads:
         """What one ``at`` reads and computes, the per-row part as its share of the row's positions."""
         n, w = self.n, self.width
-        here = sum((Reads.matrix(m, n) for m in (*self.here, self.aux_here)), Reads())
+        here = sum((Reads.matrix(m, n) for m in (*(h.weight for h in self.here), self.aux_here)), Reads())
         row = sum((Reads.matrix(m, n * w, every=w) for m in (*self.above, self.aux_row)), Reads())
         windows = [Reads.cached(m.shape[0] * n) for m in self.here]  # the current row's windows
         if not self.pointwise:  # the row above's windows, once per row
@@ -327,7 +321,7 @@ class GatedResNetStep:
         parts = []
         for k, (above, bias, buffers) in enumerate(zip(self.above, self.biases, self.rows)):
             out = self.here[k].shape[1]  # (in, out) whatever its storage
-            part = self.here[k].new_zeros(n, w, out) if bias is None else bias.expand(n, w, out).clone()
+            part = self.here[k].weight.new_zeros(n, w, out) if bias is None else bias.expand(n, w, out).clone()
             if buffers is not None:
                 buffers[0].copy_(buffers[1])  # the row above is final; the current row starts empty (zero)
                 buffers[1].zero_()
