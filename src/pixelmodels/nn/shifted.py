@@ -28,6 +28,9 @@ same dropout masks for the same seed); the caches read the same modules and weig
 
 from __future__ import annotations
 
+import math
+import struct
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -154,13 +157,30 @@ def dropout_mask(shape, p: float, device, dtype) -> torch.Tensor:
     """The scaled keep mask of inverted dropout (as ``F.dropout``): 1/(1-p) where ``torch.rand(shape) >= p``
     (probability 1 - p), else 0; multiply by it to apply dropout (p = 1 draws no random numbers: all zeros).
 
-    Drawn from ``torch.rand`` (float32, whatever ``dtype``), about twice as fast on the CPU as
-    ``F.dropout``'s ``bernoulli_``, and turned into the mask in place (two passes over the uniforms).
+    The uniforms are ``torch.rand``'s, whatever ``dtype``: the same masks for the same seed as the plain
+    ``torch.rand(shape) >= p``, and the generator left in the same state. On the CPU they are drawn as
+    integers: ``torch.rand`` makes each float32 from one 32-bit draw of the generator as k / 2^24 (k its
+    low 24 bits), and ``random_(0, 2^24)`` returns the same k from the same draw, 1.4x faster (``rand``
+    is one serial loop, a tenth of PixelCNN++'s training step). k / 2^24 >= p holds exactly when
+    k >= ceil(p' * 2^24), p' being p rounded to float32 as the comparison with a float32 tensor rounds it.
     """
     if p == 1.0:
         return torch.zeros(shape, device=device, dtype=dtype)
-    keep = torch.rand(shape, device=device).ge_(p).mul_(1.0 / (1.0 - p))  # float32: exactly 0 or 1/(1-p)
+    scale = 1.0 / (1.0 - p)
+    if torch.device(device).type == "cpu" and not torch.compiler.is_compiling():  # inductor draws its own
+        draws = torch.empty(shape, dtype=torch.int32).random_(0, _UNIFORM_STEPS)
+        keep = draws.ge_(_uniform_threshold(p)).to(torch.float32).mul_(scale)  # exactly 0 or float32(1/(1-p))
+    else:
+        keep = torch.rand(shape, device=device).ge_(p).mul_(scale)
     return keep if keep.dtype == dtype else keep.to(dtype)
+
+
+_UNIFORM_STEPS = 2 ** 24  # float32 uniforms on the CPU are multiples of 2^-24 (24 significant bits)
+
+
+def _uniform_threshold(p: float) -> int:
+    """The least k with float32(k / 2^24) >= p as a float32 tensor compares it (p rounded to float32)."""
+    return math.ceil(struct.unpack("f", struct.pack("f", p))[0] * _UNIFORM_STEPS)
 
 
 class _ConcatEluPadded(torch.autograd.Function):
