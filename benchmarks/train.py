@@ -44,6 +44,8 @@ fp32, n_bits=8, 2 threads, images/s), mapped onto our options:
   mixtures, dropout 0.5 as in ``default``); 2.6 at 1x28x28 batch 16.
 * ref pixelsnail 64 2x2: 64 filters, 2 blocks of 2 residual layers -> ``pixelsnail``
   preset ``small`` (key 16, value 32 features, 5 mixtures); 16.2 at 1x28x28 batch 16.
+* ref pixelsnail 64 2x2 v128: the same with the attention and head issue 15 names (keys 16, values
+  128, 10 mixtures) -> preset ``small`` with value_size=128, n_mixtures=10; no reference figure.
 * ref pixelsnail 256 12x5: 256 filters, 12 blocks of 5 residual layers -> preset
   ``default`` (1 head, keys 16, values 128, 10 mixtures, dropout 0.5), taken at
   3x32x32 (the shape is not given; the CIFAR-10 model's); 0.25 at batch 2, out of
@@ -90,6 +92,7 @@ GATED_64 = dict(n_channels=64, n_layers=5, kernel_size=5, input_kernel_size=5, n
 GATED_128 = dict(n_channels=128, n_layers=12, kernel_size=5, input_kernel_size=5, n_out_channels=1024)
 PCNNPP_32 = dict(n_filters=32, n_blocks=2, n_mixtures=10, dropout=0.5)
 PCNNPP_128 = dict(n_filters=128, n_blocks=5)
+SNAIL_64_V128 = dict(value_size=128, n_mixtures=10)
 SNAIL_LARGE = dict(checkpoint_activations=True)
 
 REFERENCES = [
@@ -100,6 +103,7 @@ REFERENCES = [
     Config("ref pixelcnn++ 32x2", "pixelcnnpp", "default", "3x32x32", 16, PCNNPP_32, 31.9),
     Config("ref pixelcnn++ 128x5", "pixelcnnpp", "default", "1x28x28", 16, PCNNPP_128, 2.6),
     Config("ref pixelsnail 64 2x2", "pixelsnail", "small", "1x28x28", 16, {}, 16.2),
+    Config("ref pixelsnail 64 2x2 v128", "pixelsnail", "small", "1x28x28", 16, SNAIL_64_V128, None),
     Config("ref pixelsnail 256 12x5", "pixelsnail", "default", "3x32x32", 2, {}, 0.25, large=True),
     Config("ref pixelsnail 256 12x5", "pixelsnail", "default", "3x32x32", 16, SNAIL_LARGE, None, large=True),
 ]
@@ -115,14 +119,27 @@ def sync(device: str) -> None:
 
 
 def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, steps: int,
-               max_seconds: float, compile: bool = False) -> dict:
-    """Train ``cfg`` for warmup + timed steps in this process; the measurements as a dict."""
+               max_seconds: float, compile: bool = False, keep_freed: bool | None = None) -> dict:
+    """Train ``cfg`` for warmup + timed steps in this process; the measurements as a dict.
+
+    ``keep_freed``: whether the process keeps its freed memory (``pixelmodels.evaluation.keep_freed_memory``);
+    None does what ``pixelmodels train`` does: on the CPU, where the library under test has it.
+    """
     import torch
 
     from pixelmodels import create_model
     from pixelmodels.flops import training_step_flops
 
     torch.set_num_threads(threads)
+    kept = False
+    if keep_freed or (keep_freed is None and torch.device(device).type == "cpu"):
+        try:
+            from pixelmodels.evaluation import keep_freed_memory
+        except ImportError:  # an older tree (benchmarks/before_after.py): its Trainer did not either
+            keep_freed_memory = None
+        if keep_freed and keep_freed_memory is None:
+            raise SystemExit("keep_freed: this tree has no pixelmodels.evaluation.keep_freed_memory")
+        kept = bool(keep_freed_memory and keep_freed_memory())
     torch.manual_seed(0)
     c, h, w = map(int, cfg.shape.split("x"))
     overrides = dict(cfg.overrides)
@@ -152,6 +169,7 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
     sync(device)
     warmup_s = time.perf_counter() - start
     times = []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     while len(times) < max(1, steps) and (not times or sum(times) < max_seconds):
         sync(device)
         start = time.perf_counter()
@@ -159,13 +177,15 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
         sync(device)
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / len(times)
     if device_type == "cuda":
         memory = torch.cuda.max_memory_allocated() / 2**20
     else:
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return dict(images_per_s=cfg.batch / seconds, step_s=seconds, steps=len(times), flops=flops,
                 flops_per_s=flops / seconds, memory_mib=memory, loss=float(loss.detach()),
-                parameters=model.n_parameters(), threads=torch.get_num_threads(), warmup_s=warmup_s)
+                parameters=model.n_parameters(), threads=torch.get_num_threads(), warmup_s=warmup_s,
+                page_faults_per_step=faults, kept_freed_memory=kept)
 
 
 def matmul_peak(dtype: str, device: str, threads: int, n: int, seconds: float) -> float:
@@ -217,7 +237,8 @@ def worker(payload: dict) -> None:
         result = matmul_peak(payload["dtype"], payload["device"], payload["threads"], payload["n"], payload["seconds"])
     else:
         result = run_config(Config(**payload["config"]), payload["dtype"], payload["device"], payload["threads"],
-                            payload["warmup"], payload["steps"], payload["max_seconds"], payload.get("compile", False))
+                            payload["warmup"], payload["steps"], payload["max_seconds"], payload.get("compile", False),
+                            payload.get("keep_freed"))
     print(json.dumps(result))
 
 

@@ -9,7 +9,11 @@ compared as well as the medians of the step times:
   the input gradient and the weight gradient in two calls instead of one (at some of these shapes the
   combined call is slower than the two);
 * ``channels-last``: the model and its input in ``torch.channels_last``, 1x1 products as ``F.linear``
-  over the channel dimension.
+  over the channel dimension;
+* ``bmm-weight-grad``: stride-1 convolutions without padding (the shifted ones: their input comes
+  padded) take the input gradient from oneDNN and the weight gradient as one batched matrix product of
+  the output gradient with the input's kh * kw shifted windows stacked (im2col), where oneDNN's weight
+  gradient runs at 40-60% of the matmul (``conv_shapes.py``).
 
     python benchmarks/train_variants.py                       # both variants, the three configurations
     python benchmarks/train_variants.py --variants split-backward --threads 1 --steps 10
@@ -101,6 +105,55 @@ def channels_last():
     return active
 
 
+def bmm_weight_grad():
+    """A context in which ``F.conv2d`` of stride 1, no padding, computes its weight gradient by im2col + bmm."""
+    import torch
+    import torch.nn.functional as F
+
+    plain = F.conv2d
+
+    class ColsConv(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w, b):
+            ctx.save_for_backward(x, w)
+            ctx.has_bias = b is not None
+            return plain(x, w, b)
+
+        @staticmethod
+        def backward(ctx, g):
+            x, w = ctx.saved_tensors
+            n, c_in, _, _ = x.shape
+            c_out, _, kh, kw = w.shape
+            h, wd = g.shape[2], g.shape[3]
+            gx = gw = gb = None
+            if ctx.needs_input_grad[0]:
+                gx = torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                                                         [True, False, False])[0]
+            if ctx.needs_input_grad[1]:
+                cols = torch.stack([x[:, :, a:a + h, b:b + wd] for a in range(kh) for b in range(kw)], 2)
+                gw = torch.bmm(g.reshape(n, c_out, h * wd), cols.view(n, c_in * kh * kw, h * wd).transpose(1, 2))
+                gw = gw.sum(0).view(c_out, c_in, kh, kw)
+            if ctx.has_bias and ctx.needs_input_grad[2]:
+                gb = g.sum((0, 2, 3))
+            return gx, gw, gb
+
+    def conv(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+        simple = stride in (1, (1, 1)) and padding in (0, (0, 0)) and dilation in (1, (1, 1)) and groups == 1
+        if simple and w.shape[2] * w.shape[3] > 1 and x.dim() == 4:
+            return ColsConv.apply(x, w, b)
+        return plain(x, w, b, stride, padding, dilation, groups)
+
+    @contextlib.contextmanager
+    def active():
+        F.conv2d = conv
+        try:
+            yield
+        finally:
+            F.conv2d = plain
+
+    return active
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", default="split-backward,channels-last")
@@ -112,7 +165,7 @@ def main() -> None:
     from pixelmodels import create_model
 
     torch.set_num_threads(args.threads)
-    makers = {"split-backward": split_backward, "channels-last": channels_last}
+    makers = {"split-backward": split_backward, "channels-last": channels_last, "bmm-weight-grad": bmm_weight_grad}
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in makers]
     if unknown or args.steps < 3:

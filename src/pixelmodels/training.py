@@ -26,7 +26,7 @@ from pixelmodels import distributed
 from pixelmodels.config import RunConfig, TrainConfig
 from pixelmodels.distributed import World, all_reduce_sum, shard
 from pixelmodels.errors import PixelModelsError, TrainingInterrupted
-from pixelmodels.evaluation import autocast, evaluate, resolve_precision, sample_grid
+from pixelmodels.evaluation import autocast, evaluate, keep_freed_memory, resolve_precision, sample_grid
 from pixelmodels.faults import Faults
 from pixelmodels.imageio import make_grid, save_grid
 
@@ -70,6 +70,8 @@ class Trainer:
                  faults: Faults | None = None):
         self.out, self.world, self.progress = Path(out), world, progress
         self.device = device or next(model.parameters()).device
+        if self.device.type == "cpu":
+            keep_freed_memory()  # the step's activations reuse freed memory instead of fresh zeroed pages
         t = dataclasses.replace(run.train, precision=resolve_precision(run.train.precision, self.device))
         self.run = run = dataclasses.replace(run, train=t)  # config.json records the precision that ran
         self.model, self.train_set, self.test_set = model, train_set, test_set
