@@ -42,6 +42,10 @@ def profile(cfg, threads: int, warmup: int, steps: int, top: int, device: str = 
     from pixelmodels import create_model
 
     torch.set_num_threads(threads)
+    if device == "cpu":
+        from pixelmodels.evaluation import keep_freed_memory
+
+        keep_freed_memory()  # as pixelmodels train does on the CPU
     torch.manual_seed(0)
     c, h, w = map(int, cfg.shape.split("x"))
     model = create_model(cfg.model, image_shape=(c, h, w), n_bits=8, preset=cfg.preset, **cfg.overrides).to(device)
