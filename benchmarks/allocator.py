@@ -23,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from before_after import ROOT, TRAIN_LABELS, alternate, errors, fmt, run  # noqa: E402
+from before_after import ROOT, TRAIN_LABELS, alternate, errors, fmt, run, train_labels  # noqa: E402
 from train import REFERENCES  # noqa: E402
 
 
@@ -36,11 +36,9 @@ def main() -> None:
     p.add_argument("--labels", default=",".join(TRAIN_LABELS), help="comma-separated configurations")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per process")
     args = p.parse_args()
-    labels = [label for label in args.labels.split(",") if label]
-    unknown = [label for label in labels if label not in TRAIN_LABELS]
-    if unknown or args.rounds < 1 or args.steps < 1:
-        p.error(f"--labels: expected some of {', '.join(TRAIN_LABELS)}, found {', '.join(unknown)}" if unknown
-                else "--rounds and --steps must be at least 1")
+    labels = train_labels(p, args.labels)
+    if args.rounds < 1 or args.steps < 1:
+        p.error("--rounds and --steps must be at least 1")
     start = time.perf_counter()
     rows = []
     for label in labels:

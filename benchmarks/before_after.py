@@ -92,6 +92,15 @@ def run(cmd: list[str], src: Path, threads: int, timeout: float) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def train_labels(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """``--labels``: comma-separated training configurations, each one of ``TRAIN_LABELS`` (else a parser error)."""
+    labels = [label for label in text.split(",") if label]
+    unknown = [label for label in labels if label not in TRAIN_LABELS]
+    if unknown:
+        parser.error(f"--labels: expected some of {', '.join(TRAIN_LABELS)}, found {', '.join(unknown)}")
+    return labels
+
+
 def alternate(rounds: int, measure, names: tuple[str, str] = ("old", "new")) -> dict[str, list[dict]]:
     """``measure(name)`` for the two names (the trees: old, new), alternating the order every round."""
     out = {name: [] for name in names}
@@ -134,11 +143,7 @@ def main() -> None:
         sampling_threads = [int(t) for t in args.sampling_threads.split(",") if t]
     except ValueError:
         p.error(f"--sampling-threads: expected comma-separated integers, found {args.sampling_threads!r}")
-    labels = [label for label in args.labels.split(",") if label]
-    unknown = [label for label in labels if label not in TRAIN_LABELS]
-    if unknown:
-        p.error(f"--labels: expected some of {', '.join(TRAIN_LABELS)}, found {', '.join(unknown)}")
-    args.labels = labels
+    args.labels = train_labels(p, args.labels)
     if args.quick:
         args.rounds, args.steps, args.warmup, args.positions = 1, 2, 1, 8
     start = time.perf_counter()

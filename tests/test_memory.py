@@ -34,6 +34,7 @@ print(json.dumps(dict(applied=applied, mapped_apart=(live.hblkhd - before.hblkhd
                       unmapped=(live.hblkhd - freed.hblkhd) / 2**20, free_in_heap=freed.fordblks / 2**20)))
 """
 
+
 def _has_mallinfo2() -> bool:
     try:
         return hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")  # glibc 2.33 and later

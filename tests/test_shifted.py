@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pixelmodels.nn.shifted import (DownRightShiftedConv2d, DownShiftedConv2d, GatedResNet, _uniform_threshold,
                                     concat_elu, dropout_mask)
