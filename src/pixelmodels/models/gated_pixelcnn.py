@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from pixelmodels.models.base import AutoregressiveModel
 from pixelmodels.nn import DownShiftedConv2d, MaskedConv2d, channel_groups, down_shift
+from pixelmodels.nn.activations import tanh_gate
 from pixelmodels.nn.conditioning import Condition, Conditioning
 from pixelmodels.nn.shifted import Conv1x1, maybe_weight_norm
 from pixelmodels.settings import LIKELIHOODS, MAX_FEATURES, MAX_KERNEL, MAX_LAYERS, MAX_MIXTURES, Settings, setting
@@ -69,9 +70,8 @@ PRESETS = {
 
 
 def gate(x: torch.Tensor) -> torch.Tensor:
-    """tanh(first half) * sigmoid(second half) over the feature dimension."""
-    a, b = x.chunk(2, dim=1)
-    return torch.tanh(a) * torch.sigmoid(b)
+    """tanh(first half) * sigmoid(second half) over the feature dimension (``pixelmodels.nn.tanh_gate``)."""
+    return tanh_gate(x)
 
 
 class GatedLayer(nn.Module):
@@ -91,11 +91,12 @@ class GatedLayer(nn.Module):
         self.h_class = conditioning.bias(2 * n)
         self.residual = not first
 
-    def forward(self, v, h, c: Condition | None):
+    def forward(self, v, h, c: Condition | None, last: bool = False):
+        """The next (v, h); v is None after the ``last`` layer (nothing reads it)."""
         v_pre = self.v_class.add(self.v_conv(v), c)  # (B, 2n, H, W), rows <= i
         h_pre = self.h_class.add(self.h_conv(h) + self.v_to_h(down_shift(v_pre)), c)
         h_new = self.h_out(gate(h_pre))
-        return gate(v_pre), (h + h_new if self.residual else h_new)
+        return None if last else gate(v_pre), (h + h_new if self.residual else h_new)
 
 
 class GatedPixelCNN(AutoregressiveModel):
@@ -125,6 +126,6 @@ class GatedPixelCNN(AutoregressiveModel):
 
     def network(self, x: torch.Tensor, c: Condition | None) -> torch.Tensor:
         v = h = x  # (B, C, H, W)
-        for layer in self.layers:
-            v, h = layer(v, h, c)  # (B, n, H, W) each
+        for k, layer in enumerate(self.layers):
+            v, h = layer(v, h, c, last=k == len(self.layers) - 1)  # (B, n, H, W) each
         return self.out(F.relu(self.out_hidden(F.relu(h))))  # (B, C*K, H, W)
