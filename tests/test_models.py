@@ -183,3 +183,14 @@ def test_log_prob_sums_per_pixel_and_bits_per_dim_scales():
     assert per_pixel.shape == (2, H, W)
     assert torch.allclose(per_pixel.sum((1, 2)), model.log_prob(x), atol=1e-4)
     assert torch.allclose(model.bits_per_dim(x), -model.log_prob(x) / (math.log(2) * 3 * H * W), atol=1e-5)
+
+
+def test_gated_pixelcnn_last_layer_skips_the_vertical_gate_nothing_reads():
+    torch.manual_seed(0)
+    model = create_model("gated-pixelcnn", image_shape=(1, 6, 6), n_bits=2, preset="tiny")
+    n = model.options.n_channels
+    v, h = torch.randn(2, n, 6, 6), torch.randn(2, n, 6, 6)
+    last_v, last_h = model.layers[-1](v, h, None, last=True)
+    inner_v, inner_h = model.layers[-1](v, h, None)
+    assert last_v is None and inner_v.shape == (2, n, 6, 6)
+    assert torch.equal(last_h, inner_h)
