@@ -5,8 +5,12 @@ import math
 import pytest
 import torch
 
-from pixelmodels.nn.shifted import (DownRightShiftedConv2d, DownShiftedConv2d, GatedResNet, _uniform_threshold,
-                                    concat_elu, dropout_mask)
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pixelmodels.nn import MaskedConv2d
+from pixelmodels.nn.shifted import (Conv2d, DownRightShiftedConv2d, DownShiftedConv2d, GatedResNet, _uniform_threshold,
+                                    concat_elu, conv2d, dropout_mask)
 
 
 @pytest.mark.parametrize("p", [0.5, 0.1, 1 / 3, 0.7, 0.9, 0.3 + 1e-9, 1 - 1e-9])
@@ -74,3 +78,59 @@ def test_gated_resnet_training_step_equals_the_plain_chain(conv, with_aux):
     assert float((out - x).detach().abs().max()) > 0  # the block did something
     for g, g_plain in zip(grads, grads_plain):
         assert torch.allclose(g, g_plain, rtol=1e-10, atol=1e-12)
+
+
+def _grads(fn, x, w, b, g):
+    inputs = [t for t in (x, w, b) if t is not None]
+    out = fn(x, w, b)
+    return out, torch.autograd.grad(out, inputs, g)
+
+
+@pytest.mark.parametrize("shape", [(16, 8, 7, 9, 3, 5), (2, 6, 5, 5, 2, 3), (1, 3, 4, 6, 2, 4), (3, 5, 6, 4, 4, 7)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_weight_gradient_by_a_forward_convolution_equals_oneDNNs(shape, bias):
+    """The weight gradient as a forward convolution (images and channels swapped) against F.conv2d's backward:
+    the same sums in another order, so equal to float32 rounding; the input and bias gradients too."""
+    n, c, h, w, kh, kw = shape
+    torch.manual_seed(0)
+    x = torch.randn(n, c, h + kh - 1, w + kw - 1, requires_grad=True)
+    weight = torch.randn(2 * c, c, kh, kw, requires_grad=True)
+    b = torch.randn(2 * c, requires_grad=True) if bias else None
+    g = torch.randn(n, 2 * c, h, w)
+    out, grads = _grads(conv2d, x, weight, b, g)
+    assert type(out.grad_fn).__name__ == "_Conv2dWeightGradByForwardBackward"  # the fast path was taken
+    ref, ref_grads = _grads(F.conv2d, x, weight, b, g)
+    assert torch.equal(out, ref)
+    for got, want in zip(grads, ref_grads):
+        assert got.shape == want.shape and got.is_contiguous()
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-4 * float(want.abs().max()))
+    x64, w64 = x.detach().double(), weight.detach().double()  # and against float64: a wrong sum is far off
+    (exact,) = torch.autograd.grad(F.conv2d(x64, w64.requires_grad_()), w64, g.double())
+    assert torch.allclose(grads[1].double(), exact, rtol=1e-4, atol=1e-4)
+
+
+def test_conv2d_leaves_the_other_cases_to_torch():
+    x = torch.randn(2, 3, 6, 7, requires_grad=True)
+    for weight in (torch.randn(4, 3, 2, 2, requires_grad=True), torch.randn(4, 3, 1, 3, requires_grad=True)):
+        assert type(conv2d(x, weight).grad_fn).__name__ == "ConvolutionBackward0"  # 2x2 and one-row kernels
+    wide = torch.randn(4, 3, 2, 3, requires_grad=True)
+    assert type(conv2d(x.double(), wide.double()).grad_fn).__name__ == "ConvolutionBackward0"  # float64
+    with torch.no_grad():
+        assert conv2d(x, wide).grad_fn is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv2d(x, wide).dtype == torch.bfloat16
+    assert type(conv2d(x, wide.detach()).grad_fn).__name__ == "ConvolutionBackward0"  # no weight gradient
+
+
+def test_conv2d_module_keeps_nn_conv2ds_parameters_and_strided_calls():
+    torch.manual_seed(0)
+    plain = nn.Conv2d(3, 5, (2, 3), stride=2)
+    ours = Conv2d(3, 5, (2, 3), stride=2)
+    ours.load_state_dict(plain.state_dict())
+    assert list(ours.state_dict()) == list(plain.state_dict())
+    x = torch.randn(2, 3, 8, 9)
+    assert torch.equal(ours(x), plain(x)) and type(ours(x).grad_fn).__name__ == "ConvolutionBackward0"
+    unstrided = Conv2d(3, 5, (2, 3))
+    assert type(unstrided(x).grad_fn).__name__ == "_Conv2dWeightGradByForwardBackward"
+    masked = MaskedConv2d(3, 6, 5, "B", 3)
+    assert type(masked(x).grad_fn).__name__ == "_Conv2dWeightGradByForwardBackward"

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixelmodels.nn.shifted import pointwise_conv
+from pixelmodels.nn.shifted import conv2d, pointwise_conv
 
 
 def channel_groups(n_features: int, n_groups: int) -> torch.Tensor:
@@ -126,4 +126,4 @@ class MaskedConv2d(nn.Conv2d):
             return pointwise_conv(x, self.weight * self.mask, self.bias)
         if self.pad != (0, 0, 0, 0):
             x = F.pad(x, self.pad)
-        return F.conv2d(x, self.weight * self.mask, self.bias)
+        return conv2d(x, self.weight * self.mask, self.bias)

@@ -17,10 +17,12 @@ initialization.
 Training speed (issue 15): ``GatedResNet`` runs concat_elu, dropout and the shifted
 convolution's zero padding as one autograd step (``concat_elu_padded``: both ELUs
 written into one buffer, no concatenation or negation copies, the mask and the
-padding applied in one pass, the backward on whole channels), and 1x1 convolutions
-are batched matrix products (``Conv1x1``: on the CPU, oneDNN's backward of a 1x1
-convolution costs several forwards). The values are those of the plain chain (the
-same dropout masks for the same seed); the caches read the same modules and weights.
+padding applied in one pass, the backward on whole channels); 1x1 convolutions are
+batched matrix products (``Conv1x1``: on the CPU, oneDNN's backward of a 1x1
+convolution costs several forwards); the weight gradient of kernels of 2 x 3 and more
+is a forward convolution (``conv2d``, ``Conv2d``: oneDNN's backward-weights kernel is
+slower). The values are those of the plain chain up to float32 rounding (the same
+dropout masks for the same seed); the caches read the same modules and weights.
 
 [1]: Salimans et al. 2017, "PixelCNN++", https://arxiv.org/abs/1701.05517
 [2]: Chen et al. 2017, "PixelSNAIL", https://arxiv.org/abs/1712.09763
@@ -58,12 +60,72 @@ def right_shift(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x[:, :, :, :-1], (1, 0, 0, 0))
 
 
+class _Conv2dWeightGradByForward(torch.autograd.Function):
+    """``F.conv2d(x, weight, bias)`` (stride 1, no padding) whose weight gradient is a forward convolution."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.ops.aten.convolution_backward(grad, x, weight, None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1,
+                                                     (True, False, False))[0]
+        if ctx.needs_input_grad[1]:
+            # dW[o, c, i, j] = sum over (n, h, w) of grad[n, o, h, w] * x[n, c, h + i, w + j]: x's channels as
+            # the batch, its images as the channels, convolved with the gradient as the kernel
+            gw = F.conv2d(x.transpose(0, 1).contiguous(), grad.transpose(0, 1).contiguous())
+            gw = gw.transpose(0, 1).contiguous()
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = grad.sum((0, 2, 3))
+        return gx, gw, gb
+
+
+WEIGHT_GRAD_BY_FORWARD_AT = (2, 3)  # kernels at least this high and this wide (see conv2d)
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias)`` of stride 1 without padding (the shifted and masked convolutions pad
+    their input themselves), with a faster weight gradient on the CPU.
+
+    oneDNN's backward-weights kernel is its slowest. On the AMD EPYC of BENCHMARKS.md the same gradient,
+    computed as a forward convolution of the input (its images and channels swapped) with the output
+    gradient as the kernel, took 1.2-1.8x less time for the gated PixelCNN's 3x5 and PixelCNN++'s 2x3
+    kernels at batch 16 (even at batch 64), but up to 2x more for one-row and 2x2 kernels. So that path is
+    taken in training on the CPU, in float32 without autocast, for kernels at least
+    ``WEIGHT_GRAD_BY_FORWARD_AT`` (rows, columns) in size; the input gradient stays oneDNN's, and
+    everything else is ``F.conv2d``. The gradient holds the same sums in another order (float32 rounding).
+    """
+    rows, columns = WEIGHT_GRAD_BY_FORWARD_AT
+    if (weight.shape[-2] >= rows and weight.shape[-1] >= columns and torch.is_grad_enabled()
+            and weight.requires_grad and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+            and x.dim() == 4 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()):
+        return _Conv2dWeightGradByForward.apply(x, weight, bias)
+    return F.conv2d(x, weight, bias)
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (the same parameters and state-dict keys) that runs stride-1 unpadded calls through
+    ``conv2d``."""
+
+    def _conv_forward(self, x, weight, bias):
+        if (self.stride == (1, 1) and self.padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1
+                and self.padding_mode == "zeros"):
+            return conv2d(x, weight, bias)
+        return super()._conv_forward(x, weight, bias)
+
+
 class DownShiftedConv2d(nn.Module):
     def __init__(self, c_in, c_out, kernel=(2, 3), stride=1, weight_norm=True, init_scale=1.0):
         super().__init__()
         kh, kw = kernel
         self.pad = (kw // 2, kw // 2, kh - 1, 0)
-        self.conv = maybe_weight_norm(nn.Conv2d(c_in, c_out, kernel, stride=stride), weight_norm, init_scale)
+        self.conv = maybe_weight_norm(Conv2d(c_in, c_out, kernel, stride=stride), weight_norm, init_scale)
 
     def forward(self, x):
         return self.conv(F.pad(x, self.pad))
@@ -74,7 +136,7 @@ class DownRightShiftedConv2d(nn.Module):
         super().__init__()
         kh, kw = kernel
         self.pad = (kw - 1, 0, kh - 1, 0)
-        self.conv = maybe_weight_norm(nn.Conv2d(c_in, c_out, kernel, stride=stride), weight_norm, init_scale)
+        self.conv = maybe_weight_norm(Conv2d(c_in, c_out, kernel, stride=stride), weight_norm, init_scale)
 
     def forward(self, x):
         return self.conv(F.pad(x, self.pad))
