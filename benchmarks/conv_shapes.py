@@ -5,8 +5,11 @@ stride-1 ones of PixelCNN++'s coarser levels), in fp32: the forward, the input g
 gradient alone, and both gradients in one ``convolution_backward`` call, as GFLOP/s beside a 2048^3
 matmul measured in the same run. Also a weight gradient of one matrix product per kernel tap (the input
 and the output gradient laid out channel-major over a padded grid, so that each tap is a contiguous
-shifted window). This is the ceiling of those models' training steps: no step runs its convolutions
-faster than they run alone.
+shifted window), and the weight gradient as one forward convolution (images and channels swapped,
+``pixelmodels.nn.shifted.weight_grad_by_forward``, what training uses for kernels of 2x3 and more),
+timed alternately with oneDNN's weight gradient so that both see the same machine: the last column is
+oneDNN's time over the forward convolution's. This is the ceiling of those models' training steps: no
+step runs its convolutions faster than they run alone.
 
     python benchmarks/conv_shapes.py                # 2 threads
     python benchmarks/conv_shapes.py --threads 1
@@ -20,6 +23,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from pixelmodels.nn.shifted import weight_grad_by_forward
+
 # (label, in, out, kh, kw, height, width) at batch 16
 SHAPES = [
     ("gated 64x5 vertical 3x5", 64, 128, 3, 5, 28, 28),
@@ -29,6 +34,7 @@ SHAPES = [
     ("pixelcnn++ 32x2 conv1 2x2", 64, 32, 2, 2, 28, 28),
     ("pixelcnn++ 32x2 conv2 2x3, 14x14", 64, 64, 2, 3, 14, 14),
     ("pixelcnn++ 32x2 conv2 2x3, 7x7", 64, 64, 2, 3, 7, 7),
+    ("pixelsnail 64 2x2 v128 2x2", 128, 128, 2, 2, 28, 28),
 ]
 
 
@@ -41,6 +47,18 @@ def timed(f, repeats: int, fastest: bool = False) -> float:
         f()
         times.append(time.perf_counter() - start)
     return min(times) if fastest else sorted(times)[len(times) // 2]
+
+
+def timed_pair(f, g, repeats: int) -> tuple[float, float]:
+    """Medians of ``repeats`` calls of f and of g, alternating (f g, g f, ...), after one untimed each."""
+    f(), g()
+    times = ([], [])
+    for k in range(repeats):
+        for which in ((0, 1) if k % 2 == 0 else (1, 0)):
+            start = time.perf_counter()
+            (f, g)[which]()
+            times[which].append(time.perf_counter() - start)
+    return tuple(sorted(t)[len(t) // 2] for t in times)
 
 
 def per_tap_weight_grad(g, x, kh, kw):
@@ -72,8 +90,9 @@ def main() -> None:
           f"(fastest of 10): {peak:.0f} GFLOP/s\n")
     print("| convolution | GFLOP (forward) | forward GFLOP/s | input grad GFLOP/s | weight grad GFLOP/s | "
           "both grads, one call, GFLOP/s | both, two calls, GFLOP/s | per-tap weight grad GFLOP/s | "
-          "forward, of the matmul |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "forward, of the matmul | weight grad as a forward convolution GFLOP/s | oneDNN weight grad / forward "
+          "convolution (alternating) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, c_in, c_out, kh, kw, h, w in SHAPES:
         x = torch.randn(args.batch, c_in, h + kh - 1, w + kw - 1)  # already padded: a valid convolution
         weight = torch.randn(c_out, c_in, kh, kw) * 0.05
@@ -85,17 +104,21 @@ def main() -> None:
                                                        mask)
 
         reference = backward([False, True, False])[1]
-        error = (per_tap_weight_grad(g, x, kh, kw) - reference).abs().max() / reference.abs().max()
-        if error > 1e-4:
-            raise SystemExit(f"{label}: the per-tap weight gradient is off by {error:.1e}")
+        for name, alternative in (("per-tap", per_tap_weight_grad(g, x, kh, kw)),
+                                  ("forward-convolution", weight_grad_by_forward(x, g))):
+            error = (alternative - reference).abs().max() / reference.abs().max()
+            if error > 1e-4:
+                raise SystemExit(f"{label}: the {name} weight gradient is off by {error:.1e}")
         forward = timed(lambda: F.conv2d(x, weight), args.repeats)
         gx = timed(lambda: backward([True, False, False]), args.repeats)
         gw = timed(lambda: backward([False, True, False]), args.repeats)
         both = timed(lambda: backward([True, True, False]), args.repeats)
         tap = timed(lambda: per_tap_weight_grad(g, x, kh, kw), args.repeats)
+        gw_pair, by_forward = timed_pair(lambda: backward([False, True, False]), lambda: weight_grad_by_forward(x, g),
+                                         args.repeats)
         cells = [label, f"{flops:.2f}", *(f"{flops / s:.0f}" for s in (forward, gx, gw)),
                  f"{2 * flops / both:.0f}", f"{2 * flops / (gx + gw):.0f}", f"{flops / tap:.0f}",
-                 f"{flops / forward / peak:.0%}"]
+                 f"{flops / forward / peak:.0%}", f"{flops / by_forward:.0f}", f"{gw_pair / by_forward:.2f}x"]
         print("| " + " | ".join(cells) + " |", flush=True)
 
 

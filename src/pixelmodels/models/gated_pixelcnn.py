@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from pixelmodels.models.base import AutoregressiveModel
 from pixelmodels.nn import DownShiftedConv2d, MaskedConv2d, channel_groups, down_shift
+from pixelmodels.nn.activations import tanh_gate
 from pixelmodels.nn.conditioning import Condition, Conditioning
 from pixelmodels.nn.shifted import Conv1x1, maybe_weight_norm
 from pixelmodels.settings import LIKELIHOODS, MAX_FEATURES, MAX_KERNEL, MAX_LAYERS, MAX_MIXTURES, Settings, setting
@@ -69,9 +70,8 @@ PRESETS = {
 
 
 def gate(x: torch.Tensor) -> torch.Tensor:
-    """tanh(first half) * sigmoid(second half) over the feature dimension."""
-    a, b = x.chunk(2, dim=1)
-    return torch.tanh(a) * torch.sigmoid(b)
+    """tanh(first half) * sigmoid(second half) over the feature dimension (``pixelmodels.nn.tanh_gate``)."""
+    return tanh_gate(x)
 
 
 class GatedLayer(nn.Module):

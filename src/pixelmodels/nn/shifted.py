@@ -60,6 +60,16 @@ def right_shift(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x[:, :, :, :-1], (1, 0, 0, 0))
 
 
+def weight_grad_by_forward(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """The weight gradient (out, in, kh, kw) of a stride-1 unpadded convolution of x (B, in, H + kh - 1,
+    W + kw - 1) whose output gradient is ``grad`` (B, out, H, W), as one forward convolution.
+
+    dW[o, c, i, j] = sum over (n, h, w) of grad[n, o, h, w] * x[n, c, h + i, w + j]: x with its channels as
+    the batch and its images as the channels, convolved with the gradient (likewise swapped) as the kernel.
+    """
+    return F.conv2d(x.transpose(0, 1).contiguous(), grad.transpose(0, 1).contiguous()).transpose(0, 1).contiguous()
+
+
 class _Conv2dWeightGradByForward(torch.autograd.Function):
     """``F.conv2d(x, weight, bias)`` (stride 1, no padding) whose weight gradient is a forward convolution."""
 
@@ -77,10 +87,7 @@ class _Conv2dWeightGradByForward(torch.autograd.Function):
             gx = torch.ops.aten.convolution_backward(grad, x, weight, None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1,
                                                      (True, False, False))[0]
         if ctx.needs_input_grad[1]:
-            # dW[o, c, i, j] = sum over (n, h, w) of grad[n, o, h, w] * x[n, c, h + i, w + j]: x's channels as
-            # the batch, its images as the channels, convolved with the gradient as the kernel
-            gw = F.conv2d(x.transpose(0, 1).contiguous(), grad.transpose(0, 1).contiguous())
-            gw = gw.transpose(0, 1).contiguous()
+            gw = weight_grad_by_forward(x, grad)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = grad.sum((0, 2, 3))
         return gx, gw, gb
