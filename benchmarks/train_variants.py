@@ -3,7 +3,8 @@
 For the issue-15 reference configurations of ``benchmarks/train.py`` (fp32, 1x28x28, batch 16), two
 models with the same initial weights take alternating steps on the same data, one as the library runs
 it and one under a variant, each step seeded alike (the same dropout masks), so that the losses can be
-compared as well as the medians of the step times:
+compared as well as the medians of the step times. The process keeps its freed memory as ``pixelmodels
+train`` does on the CPU (``pixelmodels.evaluation.keep_freed_memory``):
 
 * ``split-backward``: every ``F.conv2d`` through an autograd function whose backward asks oneDNN for
   the input gradient and the weight gradient in two calls instead of one (at some of these shapes the
@@ -13,7 +14,13 @@ compared as well as the medians of the step times:
 * ``bmm-weight-grad``: stride-1 convolutions without padding (the shifted ones: their input comes
   padded) take the input gradient from oneDNN and the weight gradient as one batched matrix product of
   the output gradient with the input's kh * kw shifted windows stacked (im2col), where oneDNN's weight
-  gradient runs at 40-60% of the matmul (``conv_shapes.py``).
+  gradient runs at 40-60% of the matmul (``conv_shapes.py``);
+* ``onednn-weight-grad``: the library's faster weight gradient (a forward convolution, for kernels of
+  at least 2x3: ``pixelmodels.nn.shifted.conv2d``) turned off, every weight gradient oneDNN's; and
+  ``weight-grad-by-forward-2x2`` / ``-1-row``: that path for 2x2 and for one-row kernels too (the
+  speed-up below 1 of the first says what the library gains; the other two why its threshold is 2x3);
+* ``torch-tanh-gate``: the gated PixelCNN's gate as ``torch.tanh(a) * torch.sigmoid(b)`` (the library's
+  is one autograd step with tanh = 2 sigmoid(2x) - 1, ``pixelmodels.nn.activations``).
 
     python benchmarks/train_variants.py                       # both variants, the three configurations
     python benchmarks/train_variants.py --variants split-backward --threads 1 --steps 10
@@ -30,6 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from before_after import train_labels  # noqa: E402
 from train import REFERENCES  # noqa: E402
 
 LABELS = ("ref gated 64x5", "ref pixelcnn++ 32x2", "ref pixelsnail 64 2x2")
@@ -154,20 +162,54 @@ def bmm_weight_grad():
     return active
 
 
+def setting(module: str, name: str, value):
+    """A context in which ``module.name`` is ``value`` (read at call time by the library)."""
+    import importlib
+
+    target = importlib.import_module(module)
+
+    @contextlib.contextmanager
+    def active():
+        before = getattr(target, name)
+        setattr(target, name, value)
+        try:
+            yield
+        finally:
+            setattr(target, name, before)
+
+    return lambda: active
+
+
+def _torch_tanh_gate(x):
+    import torch
+
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", default="split-backward,channels-last")
+    p.add_argument("--labels", default=",".join(LABELS), help="comma-separated configurations of train.py")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=8, help="steps per model (the first 2 are not timed)")
     args = p.parse_args()
     import torch
 
     from pixelmodels import create_model
+    from pixelmodels.evaluation import keep_freed_memory
 
     torch.set_num_threads(args.threads)
-    makers = {"split-backward": split_backward, "channels-last": channels_last, "bmm-weight-grad": bmm_weight_grad}
+    keep_freed_memory()  # as pixelmodels train does on the CPU (and benchmarks/train.py's step)
+    never = (1 << 30, 1 << 30)
+    makers = {"split-backward": split_backward, "channels-last": channels_last, "bmm-weight-grad": bmm_weight_grad,
+              "onednn-weight-grad": setting("pixelmodels.nn.shifted", "WEIGHT_GRAD_BY_FORWARD_AT", never),
+              "weight-grad-by-forward-2x2": setting("pixelmodels.nn.shifted", "WEIGHT_GRAD_BY_FORWARD_AT", (2, 2)),
+              "weight-grad-by-forward-1-row": setting("pixelmodels.nn.shifted", "WEIGHT_GRAD_BY_FORWARD_AT", (1, 3)),
+              "torch-tanh-gate": setting("pixelmodels.models.gated_pixelcnn", "gate", _torch_tanh_gate)}
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in makers]
+    labels = train_labels(p, args.labels)
     if unknown or args.steps < 3:
         p.error(f"--variants: expected some of {', '.join(makers)}, found {args.variants!r}" if unknown
                 else "--steps: expected at least 3")
@@ -175,7 +217,7 @@ def main() -> None:
     rows = []
     for variant in variants:
         active = makers[variant]()
-        for label in LABELS:
+        for label in labels:
             cfg = next(c for c in REFERENCES if c.label == label and c.shape == "1x28x28")
             runs = {}
             for kind in ("as is", variant):
