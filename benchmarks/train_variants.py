@@ -16,9 +16,10 @@ train`` does on the CPU (``pixelmodels.evaluation.keep_freed_memory``):
   the output gradient with the input's kh * kw shifted windows stacked (im2col), where oneDNN's weight
   gradient runs at 40-60% of the matmul (``conv_shapes.py``);
 * ``onednn-weight-grad``: the library's faster weight gradient (a forward convolution, for kernels of
-  at least 2x3: ``pixelmodels.nn.shifted.conv2d``) turned off, every weight gradient oneDNN's; and
-  ``weight-grad-by-forward-2x2`` / ``-1-row``: that path for 2x2 and for one-row kernels too (the
-  speed-up below 1 of the first says what the library gains; the other two why its threshold is 2x3);
+  at least 2x3 and one-row ones over 16 channels or more: ``pixelmodels.nn.shifted.conv2d``) turned
+  off, every weight gradient oneDNN's; and ``weight-grad-by-forward-2x2`` / ``-1-row``: that path for
+  2x2 kernels and for every one-row kernel too (the speed-up below 1 of the first says what the library
+  gains; the other two why its thresholds are where they are);
 * ``torch-tanh-gate``: the gated PixelCNN's gate as ``torch.tanh(a) * torch.sigmoid(b)`` (the library's
   is one autograd step with tanh = 2 sigmoid(2x) - 1, ``pixelmodels.nn.activations``).
 

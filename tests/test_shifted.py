@@ -112,9 +112,11 @@ def test_conv2d_weight_gradient_by_a_forward_convolution_equals_oneDNNs(shape, b
 def test_conv2d_leaves_the_other_cases_to_torch():
     x = torch.randn(2, 3, 6, 7, requires_grad=True)
     for weight in (torch.randn(4, 3, 2, 2, requires_grad=True), torch.randn(4, 3, 1, 3, requires_grad=True)):
-        assert type(conv2d(x, weight).grad_fn).__name__ == "ConvolutionBackward0"  # 2x2 and one-row kernels
+        assert type(conv2d(x, weight).grad_fn).__name__ == "ConvolutionBackward0"  # 2x2, one row over 3 inputs
     wide = torch.randn(4, 3, 2, 3, requires_grad=True)
     assert type(conv2d(x.double(), wide.double()).grad_fn).__name__ == "ConvolutionBackward0"  # float64
+    one_row = torch.randn(4, 16, 1, 3, requires_grad=True)  # one row over 16 channels: the forward path
+    assert type(conv2d(torch.randn(2, 16, 3, 5), one_row).grad_fn).__name__ == "_Conv2dWeightGradByForwardBackward"
     with torch.no_grad():
         assert conv2d(x, wide).grad_fn is None
     with torch.autocast("cpu", dtype=torch.bfloat16):

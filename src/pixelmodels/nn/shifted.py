@@ -20,8 +20,8 @@ written into one buffer, no concatenation or negation copies, the mask and the
 padding applied in one pass, the backward on whole channels); 1x1 convolutions are
 batched matrix products (``Conv1x1``: on the CPU, oneDNN's backward of a 1x1
 convolution costs several forwards); the weight gradient of kernels of 2 x 3 and more
-is a forward convolution (``conv2d``, ``Conv2d``: oneDNN's backward-weights kernel is
-slower). The values are those of the plain chain up to float32 rounding (the same
+(and of 1 x 3 over 16 channels or more) is a forward convolution (``conv2d``, ``Conv2d``:
+oneDNN's backward-weights kernel is slower). The values are those of the plain chain up to float32 rounding (the same
 dropout masks for the same seed); the caches read the same modules and weights.
 
 [1]: Salimans et al. 2017, "PixelCNN++", https://arxiv.org/abs/1701.05517
@@ -94,6 +94,7 @@ class _Conv2dWeightGradByForward(torch.autograd.Function):
 
 
 WEIGHT_GRAD_BY_FORWARD_AT = (2, 3)  # kernels at least this high and this wide (see conv2d)
+WEIGHT_GRAD_BY_FORWARD_ROW_CHANNELS = 16  # and one-row kernels this wide with at least this many inputs
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -102,14 +103,17 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
     oneDNN's backward-weights kernel is its slowest. On the AMD EPYC of BENCHMARKS.md the same gradient,
     computed as a forward convolution of the input (its images and channels swapped) with the output
-    gradient as the kernel, took 1.2-1.8x less time for the gated PixelCNN's 3x5 and PixelCNN++'s 2x3
-    kernels at batch 16 (even at batch 64), but up to 2x more for one-row and 2x2 kernels. So that path is
-    taken in training on the CPU, in float32 without autocast, for kernels at least
-    ``WEIGHT_GRAD_BY_FORWARD_AT`` (rows, columns) in size; the input gradient stays oneDNN's, and
-    everything else is ``F.conv2d``. The gradient holds the same sums in another order (float32 rounding).
+    gradient as the kernel, took 1.2-1.8x less time for the gated PixelCNN's 3x5 and 1x3 kernels and
+    PixelCNN++'s 2x3 ones at batch 16 (even at batch 64), but up to 2x more for one-row kernels over one
+    or two input channels and for 2x2 kernels. So that path is taken in training on the CPU, in float32
+    without autocast, for kernels at least ``WEIGHT_GRAD_BY_FORWARD_AT`` (rows, columns) in size, and for
+    one-row kernels that wide over at least ``WEIGHT_GRAD_BY_FORWARD_ROW_CHANNELS`` input channels; the
+    input gradient stays oneDNN's, and everything else is ``F.conv2d``. The gradient holds the same sums
+    in another order (float32 rounding).
     """
     rows, columns = WEIGHT_GRAD_BY_FORWARD_AT
-    if (weight.shape[-2] >= rows and weight.shape[-1] >= columns and torch.is_grad_enabled()
+    tall = weight.shape[-2] >= rows or weight.shape[1] >= WEIGHT_GRAD_BY_FORWARD_ROW_CHANNELS
+    if (tall and weight.shape[-1] >= columns and torch.is_grad_enabled()
             and weight.requires_grad and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
             and x.dim() == 4 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()):
         return _Conv2dWeightGradByForward.apply(x, weight, bias)
