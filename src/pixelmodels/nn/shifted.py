@@ -21,8 +21,9 @@ padding applied in one pass, the backward on whole channels); 1x1 convolutions a
 batched matrix products (``Conv1x1``: on the CPU, oneDNN's backward of a 1x1
 convolution costs several forwards); the weight gradient of kernels of 2 x 3 and more
 (and of 1 x 3 over 16 channels or more) is a forward convolution (``conv2d``, ``Conv2d``:
-oneDNN's backward-weights kernel is slower). The values are those of the plain chain up to float32 rounding (the same
-dropout masks for the same seed); the caches read the same modules and weights.
+oneDNN's backward-weights kernel is slower). The values are those of the plain chain up
+to float32 rounding (the same dropout masks for the same seed); the caches read the
+same modules and weights.
 
 [1]: Salimans et al. 2017, "PixelCNN++", https://arxiv.org/abs/1701.05517
 [2]: Chen et al. 2017, "PixelSNAIL", https://arxiv.org/abs/1712.09763
@@ -105,7 +106,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     computed as a forward convolution of the input (its images and channels swapped) with the output
     gradient as the kernel, took 1.2-1.8x less time for the gated PixelCNN's 3x5 and 1x3 kernels and
     PixelCNN++'s 2x3 ones at batch 16 (even at batch 64), but up to 2x more for one-row kernels over one
-    or two input channels and for 2x2 kernels. So that path is taken in training on the CPU, in float32
+    or two input channels and up to 1.3x more for 2x2 kernels. So that path is taken in training on the CPU, in float32
     without autocast, for kernels at least ``WEIGHT_GRAD_BY_FORWARD_AT`` (rows, columns) in size, and for
     one-row kernels that wide over at least ``WEIGHT_GRAD_BY_FORWARD_ROW_CHANNELS`` input channels; the
     input gradient stays oneDNN's, and everything else is ``F.conv2d``. The gradient holds the same sums
