@@ -14,7 +14,7 @@ both see the same machine load. The median over ``--rounds`` is compared.
   (``--issue-ratios``), it also prints what the new tree reaches against that
   reference: the issue's ratio times the speed-up measured here.
 * Sampling: the first ``--positions`` cached steps of ``pixelcnnpp`` and
-  ``pixelsnail`` at their default presets (1x28x28, batch 16) with the same
+  ``pixelsnail`` at their default presets (1x28x28, batch 16, or each of ``--sampling-batches``) with the same
   weights and the same partial image; the largest difference of the two trees'
   outputs is printed (cached sampling is exact in both, so it is float rounding).
 
@@ -31,6 +31,7 @@ both see the same machine load. The median over ``--rounds`` is compared.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -129,6 +130,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="timed training steps per process")
     p.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     p.add_argument("--positions", type=int, default=56, help="cached sampling steps timed (from the first pixel)")
+    p.add_argument("--sampling-batches", default="16", help="comma-separated batch sizes of the sampling rows")
     p.add_argument("--labels", default=",".join(TRAIN_LABELS),
                    help="comma-separated training configurations (of: " + ", ".join(TRAIN_LABELS) + ")")
     p.add_argument("--no-training", dest="training", action="store_false")
@@ -143,6 +145,12 @@ def main() -> None:
         sampling_threads = [int(t) for t in args.sampling_threads.split(",") if t]
     except ValueError:
         p.error(f"--sampling-threads: expected comma-separated integers, found {args.sampling_threads!r}")
+    try:
+        args.sampling_batches = [int(b) for b in args.sampling_batches.split(",") if b]
+    except ValueError:
+        p.error(f"--sampling-batches: expected comma-separated integers, found {args.sampling_batches!r}")
+    if not args.sampling_batches or min(args.sampling_batches) < 1:
+        p.error(f"--sampling-batches: expected batch sizes of at least 1, found {args.sampling_batches}")
     args.labels = train_labels(p, args.labels)
     if args.quick:
         args.rounds, args.steps, args.warmup, args.positions = 1, 2, 1, 8
@@ -195,31 +203,31 @@ def sampling(args, trees: dict[str, Path], thread_counts: list[int], tmp: Path) 
     import torch
 
     rows = []
-    for model in SAMPLING_MODELS:
-        for threads in thread_counts:
-            def measure(tree):
-                out = tmp / f"{model}-{threads}-{tree}.pt"
-                payload = dict(model=model, preset="tiny" if args.quick else "default", shape=[1, 28, 28], batch=16,
-                               threads=threads, positions=args.positions, out=str(out))
-                result = run([sys.executable, "-c", SAMPLING_CHILD, json.dumps(payload)], trees[tree], threads,
-                             args.timeout)
-                if "error" not in result:
-                    result["outputs"] = torch.load(out)
-                return result
+    for model, batch, threads in itertools.product(SAMPLING_MODELS, args.sampling_batches, thread_counts):
+        def measure(tree):
+            out = tmp / f"{model}-{batch}-{threads}-{tree}.pt"
+            payload = dict(model=model, preset="tiny" if args.quick else "default", shape=[1, 28, 28],
+                           batch=batch, threads=threads, positions=args.positions, out=str(out))
+            result = run([sys.executable, "-c", SAMPLING_CHILD, json.dumps(payload)], trees[tree], threads,
+                         args.timeout)
+            if "error" not in result:
+                result["outputs"] = torch.load(out)
+            return result
 
-            results = alternate(args.rounds, measure)
-            old, new = median(results["old"], "ms_per_step"), median(results["new"], "ms_per_step")
-            outs = [r["outputs"] for rs in results.values() for r in rs if "error" not in r]
-            diff = max(float((o - outs[0]).abs().max()) for o in outs) if outs else None
-            print(f"{model} {threads} threads: old {old} new {new} ms/step {errors(results)}", flush=True)
-            rows.append((model, threads, old, new, diff))
-    print(f"\nCached sampling, default presets, 1x28x28, batch 16, the first {args.positions} positions, median of "
+        results = alternate(args.rounds, measure)
+        old, new = median(results["old"], "ms_per_step"), median(results["new"], "ms_per_step")
+        outs = [r["outputs"] for rs in results.values() for r in rs if "error" not in r]
+        diff = max(float((o - outs[0]).abs().max()) for o in outs) if outs else None
+        print(f"{model} batch {batch}, {threads} threads: old {old} new {new} ms/step {errors(results)}",
+              flush=True)
+        rows.append((model, batch, threads, old, new, diff))
+    print(f"\nCached sampling, default presets, 1x28x28, the first {args.positions} positions, median of "
           f"{args.rounds} processes per tree:\n")
-    print("| model | threads | old ms/step | new ms/step | old / new | largest difference of the outputs |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for model, threads, old, new, diff in rows:
-        cells = [model, str(threads), fmt(old), fmt(new), fmt(old / new if old and new else None, "{:.2f}x"),
-                 fmt(diff, "{:.1e}")]
+    print("| model | batch | threads | old ms/step | new ms/step | old / new | largest difference of the outputs |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for model, batch, threads, old, new, diff in rows:
+        cells = [model, str(batch), str(threads), fmt(old), fmt(new), fmt(old / new if old and new else None,
+                                                                             "{:.2f}x"), fmt(diff, "{:.1e}")]
         print("| " + " | ".join(cells) + " |")
 
 

@@ -14,7 +14,11 @@ on average (T - 1) / 2 of them), and the floating-point operations. From these:
 * bandwidth limit = (weight + activation bytes) / copy bandwidth, per step;
 * compute limit = flops / matrix-product speed, per step;
 * achieved = seconds of the cached path / steps (H * W * steps_per_position), and its ratio to the
-  bandwidth limit and to the roofline, the larger of the two limits.
+  bandwidth limit and to the roofline, the larger of the two limits;
+* products = the seconds spent inside the step's matrix products and convolutions (every call of
+  ``torch.addmm``, ``F.linear``, ``F.conv2d``, ``@``, ... timed, ``timed_products``), from a second run of
+  the same cached path: what the step would cost with everything else free, at the speed the libraries
+  (MKL, oneDNN) run these products of a step's few rows. A goal below it cannot be met by removing overhead.
 
 The cached path samples the whole batch with ``pixelmodels.sample`` (timed end to end), or, with
 ``--positions K``, steps the cache over the first K positions of a random image (an estimate, said so in
@@ -27,11 +31,13 @@ summed over all steps, as before; ``--no-reference`` skips it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from pixelmodels import create_model, list_models, sample
 from pixelmodels.sampling import reference_step
@@ -76,6 +82,37 @@ def matmul_flops(size: int = 2048) -> float:
     return 2 * size**3 / best_of(lambda: torch.mm(a, b))
 
 
+# Every matrix product and convolution a cache step may call (``timed_products``).
+PRODUCTS = ((torch, "addmm"), (torch, "baddbmm"), (torch, "bmm"), (torch, "mm"), (torch, "matmul"),
+            (torch.Tensor, "addmm_"), (torch.Tensor, "baddbmm_"), (torch.Tensor, "__matmul__"),
+            (F, "linear"), (F, "conv1d"), (F, "conv2d"), (F, "conv_transpose2d"))
+
+
+@contextlib.contextmanager
+def timed_products():
+    """Within the block every function of ``PRODUCTS`` is timed; yields [seconds, calls] (updated in place)."""
+    total = [0.0, 0]
+    saved = [(owner, name, getattr(owner, name)) for owner, name in PRODUCTS]
+
+    def timed(fn):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                total[0] += time.perf_counter() - start
+                total[1] += 1
+        return call
+
+    try:
+        for owner, name, fn in saved:
+            setattr(owner, name, timed(fn))
+        yield total
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+
+
 def reference_seconds(model, n: int, probe_rows: int = 3) -> float:
     """Estimated seconds of the reference path for one batch: per-row step cost, integrated."""
     c, h, w = model.image_shape
@@ -91,6 +128,12 @@ def reference_seconds(model, n: int, probe_rows: int = 3) -> float:
             per_row.append(time.perf_counter() - start)
     step_cost = np.interp(np.arange(h), rows, per_row)  # seconds per step at each row
     return float(step_cost.sum() * w * model.steps_per_position)
+
+
+def steps(model, positions: int | None) -> int:
+    """The cache steps ``cached_seconds_per_step`` times."""
+    c, h, w = model.image_shape
+    return (h * w if positions is None else min(positions, h * w)) * model.steps_per_position
 
 
 def cached_seconds_per_step(model, n: int, positions: int | None) -> float:
@@ -130,9 +173,9 @@ def main() -> None:
           + ("whole batches sampled" if args.positions is None else f"first {args.positions} positions stepped")
           + ("" if args.no_reference else f"; reference at batch {min(batches)}, timed at 3 rows and integrated"))
     print("| model | image | batch | weights MB/step | activations MB/step | GFLOP/step | bandwidth limit ms/step "
-          "| compute limit ms/step | achieved ms/step | x bandwidth limit | x roofline | reference s/batch "
-          "| speed-up |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| compute limit ms/step | achieved ms/step | x bandwidth limit | x roofline | products ms/step "
+          "| products GFLOP/s | reference s/batch | speed-up |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in args.models:
         for shape in args.shapes:
             image_shape = tuple(int(s) for s in shape.split("x"))
@@ -143,6 +186,9 @@ def main() -> None:
                 memory = (reads.weights + reads.activations) / bandwidth
                 compute = reads.flops / flops
                 achieved = cached_seconds_per_step(model, n, args.positions)
+                with timed_products() as products:
+                    cached_seconds_per_step(model, n, args.positions)
+                products_per_step = products[0] / steps(model, args.positions)
                 ref = ""
                 if not args.no_reference and n == min(batches):
                     seconds = reference_seconds(model, n)
@@ -152,7 +198,9 @@ def main() -> None:
                     ref = " | "
                 print(f"| {name} | {shape} | {n} | {reads.weights / 1e6:.1f} | {reads.activations / 1e6:.1f} "
                       f"| {reads.flops / 1e9:.3f} | {memory * 1e3:.2f} | {compute * 1e3:.2f} | {achieved * 1e3:.2f} "
-                      f"| {achieved / memory:.1f}x | {achieved / max(memory, compute):.1f}x | {ref} |", flush=True)
+                      f"| {achieved / memory:.1f}x | {achieved / max(memory, compute):.1f}x "
+                      f"| {products_per_step * 1e3:.2f} | {reads.flops / products_per_step / 1e9:.0f} | {ref} |",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -50,3 +50,59 @@ def test_both_layouts_of_a_step_product_compute_bias_plus_x_times_w(shape):
         assert m.transposed == (transpose_at == 0)
         assert m.weight.numel() == weight.numel() and m.shape == shape
         torch.testing.assert_close(m.addmm(bias, x), expected, atol=1e-4, rtol=1e-5)
+
+
+def test_a_step_product_over_many_rows_keeps_the_plain_layout():
+    """Only a step of at most ``TRANSPOSE_ROWS`` rows multiplies a large weight transposed; over more rows
+    (batch 128, 256) the plain layout is kept, with the same values."""
+    torch.manual_seed(0)
+    weight = torch.randn(1024, 512)
+    assert weight.numel() >= StepMatrix.TRANSPOSE_AT
+    assert StepMatrix(weight, 16).transposed and StepMatrix(weight, StepMatrix.TRANSPOSE_ROWS).transposed
+    assert StepMatrix(weight).transposed  # rows unknown: a few
+    many = StepMatrix(weight, StepMatrix.TRANSPOSE_ROWS + 1)
+    assert not many.transposed
+    rows = 2 * StepMatrix.TRANSPOSE_ROWS
+    x, bias = torch.randn(rows, 1024), torch.randn(rows, 512)
+    torch.testing.assert_close(many.addmm(bias, x), (bias.double() + x.double() @ weight.double()).float(),
+                               atol=1e-4, rtol=1e-5)
+
+
+def _sampling_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sampling.py"
+    spec = importlib.util.spec_from_file_location("sampling_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_timed_products_sees_every_product_and_restores_the_functions():
+    """benchmarks/sampling.py's products column: inside ``timed_products`` each product function is counted
+    once per call (the tensor method and operator forms too), nothing else is, and afterwards the functions
+    are torch's own again."""
+    script = _sampling_script()
+    before = [getattr(owner, name) for owner, name in script.PRODUCTS]
+    a, b, bias = torch.randn(4, 3), torch.randn(3, 5), torch.randn(4, 5)
+    with script.timed_products() as total:
+        torch.addmm(bias, a, b)
+        bias.clone().addmm_(a, b)
+        _ = a @ b
+        torch.nn.functional.linear(a, b.t())
+        torch.nn.functional.conv2d(torch.randn(1, 3, 4, 4), torch.randn(2, 3, 2, 2))
+        torch.sigmoid(a) + a  # not products
+    assert total[1] == 5 and total[0] > 0
+    assert [getattr(owner, name) for owner, name in script.PRODUCTS] == before
+
+
+def test_timed_products_counts_a_cache_step_the_way_reads_does():
+    """Over a PixelSNAIL cache's steps the timed calls do happen (the products are where ``reads()`` says the
+    FLOPs are): a cache whose step called no listed function would time nothing."""
+    script = _sampling_script()
+    torch.manual_seed(0)
+    model = pixelmodels.create_model("pixelsnail", image_shape=(1, 4, 4), n_bits=8, preset="tiny").eval()
+    with script.timed_products() as total:
+        seconds = script.cached_seconds_per_step(model, 2, 8)
+    assert seconds > 0 and total[1] >= 8 * 4  # several products per step, every step

@@ -241,14 +241,17 @@ class StepMatrix:
     at least ``TRANSPOSE_AT`` elements it is computed as (W^T x^T)^T, the weight stored (out, in), which
     MKL ran 1.2-1.8x faster with 2 threads and 1.0-1.3x with one on the 2-core AMD EPYC of BENCHMARKS.md
     (``benchmarks/step_products.py``); smaller weights stay (in, out), faster there with one thread.
+    Only up to ``TRANSPOSE_ROWS`` rows: at 128 and 256 the transposed outputs (and the biases copied into
+    them transposed) made whole PixelCNN++ and PixelSNAIL steps 5-28% slower there, at 64 11-18% faster.
     """
 
     TRANSPOSE_AT = 2**18  # elements (1 MiB of float32)
+    TRANSPOSE_ROWS = 64
 
-    def __init__(self, weight: torch.Tensor):
-        """``weight``: (in, out)."""
+    def __init__(self, weight: torch.Tensor, rows: int | None = None):
+        """``weight``: (in, out); ``rows``: the rows n of every ``x`` (None: a few)."""
         self.shape = tuple(weight.shape)
-        self.transposed = weight.numel() >= self.TRANSPOSE_AT
+        self.transposed = weight.numel() >= self.TRANSPOSE_AT and (rows is None or rows <= self.TRANSPOSE_ROWS)
         self.weight = weight.t().contiguous() if self.transposed else weight
 
     def addmm(self, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -287,7 +290,7 @@ class GatedResNetStep:
         if not self.pointwise and (self.kh != 2 or tuple(block.conv1.pad) != (self.kw - 1, 0, 1, 0)):
             raise ValueError(f"GatedResNetStep: expected 1x1 or down-right-shifted 2 x kw kernels, found "
                              f"{self.kh}x{self.kw} with padding {block.conv1.pad}")
-        self.here = [StepMatrix(_tap_matrix(w[:, :, -1])) for w in (w1, w2)]  # (kw * in, out): the current row's taps
+        self.here = [StepMatrix(_tap_matrix(w[:, :, -1]), n) for w in (w1, w2)]  # (kw * in, out): the current row's taps
         self.above = [None if self.pointwise else _tap_matrix(w[:, :, 0]) for w in (w1, w2)]  # the row above
         self.biases = (b1, b2)
         self.aux_row = self.aux_here = self.aux_bias = None
