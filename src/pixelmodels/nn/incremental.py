@@ -241,12 +241,14 @@ class StepMatrix:
     at least ``TRANSPOSE_AT`` elements it is computed as (W^T x^T)^T, the weight stored (out, in), which
     MKL ran 1.2-1.8x faster with 2 threads and 1.0-1.3x with one on the 2-core AMD EPYC of BENCHMARKS.md
     (``benchmarks/step_products.py``); smaller weights stay (in, out), faster there with one thread.
-    Only up to ``TRANSPOSE_ROWS`` rows: at 128 and 256 the transposed outputs (and the biases copied into
-    them transposed) made whole PixelCNN++ and PixelSNAIL steps 5-28% slower there, at 64 11-18% faster.
+    Only up to ``TRANSPOSE_ROWS`` rows: whole PixelCNN++ and PixelSNAIL steps (``benchmarks/step_layout.py``)
+    were 18-19% faster transposed at 16 rows, even at 32, and mostly slower from 64 rows on (up to 1.23x at
+    64, 1.08-1.14x at 128 and 256), where the transposed outputs, their concatenations and the biases
+    copied into them transposed cost more than the layout gains.
     """
 
     TRANSPOSE_AT = 2**18  # elements (1 MiB of float32)
-    TRANSPOSE_ROWS = 64
+    TRANSPOSE_ROWS = 32
 
     def __init__(self, weight: torch.Tensor, rows: int | None = None):
         """``weight``: (in, out); ``rows``: the rows n of every ``x`` (None: a few)."""
