@@ -142,16 +142,15 @@ def cached_seconds_per_step(model, n: int, positions: int | None) -> float:
     if positions is None:
         start = time.perf_counter()
         sample(model, n, y=0 if model.n_classes else None, generator=torch.Generator().manual_seed(0), cached=True)
-        return (time.perf_counter() - start) / (h * w * model.steps_per_position)
+        return (time.perf_counter() - start) / steps(model, positions)
     x = torch.randint(0, 2**model.n_bits, (n, c, h, w))
     cache = model.sampling_cache(n, torch.zeros(n, dtype=torch.long) if model.n_classes else None)
-    steps = min(positions, h * w)
     with torch.no_grad():
         start = time.perf_counter()
-        for t in range(steps):
+        for t in range(min(positions, h * w)):
             for _ in range(model.steps_per_position):
                 cache.step(x, *divmod(t, w))
-        return (time.perf_counter() - start) / (steps * model.steps_per_position)
+        return (time.perf_counter() - start) / steps(model, positions)
 
 
 def main() -> None:

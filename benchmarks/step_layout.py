@@ -36,6 +36,14 @@ def main() -> None:
     p.add_argument("--positions", type=int, default=28, help="positions stepped, from the first")
     p.add_argument("--preset", default="default")
     args = p.parse_args()
+    args.positions = min(args.positions, 28 * 28)  # the image's positions at most
+    try:
+        batches = [int(b) for b in args.batches.split(",") if b]
+    except ValueError:
+        p.error(f"--batches: expected comma-separated integers, found {args.batches!r}")
+    if not batches or min(batches) < 1 or args.positions < 1:
+        p.error(f"--batches and --positions: expected values of at least 1, found {args.batches!r} and "
+                f"{args.positions}")
     print(f"{torch.get_num_threads()} thread(s), torch {torch.__version__}, preset {args.preset}, 1x28x28, "
           f"the first {args.positions} positions, the order alternating at every position\n")
     print("| model | batch | transposed ms/step | plain ms/step | transposed / plain | largest difference |")
@@ -43,7 +51,7 @@ def main() -> None:
     for name in args.models:
         torch.manual_seed(0)
         model = create_model(name, image_shape=(1, 28, 28), n_bits=8, preset=args.preset).eval()
-        for n in (int(b) for b in args.batches.split(",")):
+        for n in batches:
             x = torch.randint(0, 256, (n, 1, 28, 28), generator=torch.Generator().manual_seed(1))
             caches = {"transposed": cache_with(model, n, True), "plain": cache_with(model, n, False)}
             seconds, diff = dict.fromkeys(caches, 0.0), 0.0

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.models.base import SamplingCache
 from pixelmodels.models.pixelsnail import PixelSNAIL
-from pixelmodels.nn.conditioning import Condition
+from pixelmodels.nn.conditioning import Condition, FrozenBias
 from pixelmodels.nn.incremental import GatedResNetStep, PaddedBuffer, Reads, conv_row, frozen, frozen_pointwise
 from pixelmodels.nn.shifted import concat_elu
 
@@ -76,7 +76,7 @@ class _KeysValues:
         self.conv2 = stacked([block.kv_in.conv2 for block in blocks])
         self.projection = stacked([block.attention.key_value for block in blocks])
         biases = [block.kv_in.class_bias.frozen(c, size).bias for block in blocks]  # (n, 2F', h, w) or None
-        self.condition = None if biases[0] is None else torch.stack(biases)  # (blocks, n, 2F', h, w)
+        self.condition = FrozenBias(None if biases[0] is None else torch.cat(biases))  # (blocks * n, 2F', h, w)
         w1 = self.conv1[0]
         self.inputs = w1.new_zeros(len(blocks), w1.shape[1], n)  # [x, block input, stream, background] at t-1
         t = size[0] * size[1]
@@ -110,13 +110,12 @@ class _KeysValues:
         # as much as the product here)
         h = torch.bmm(self.conv1[0], concat_elu(x)).add_(self.conv1[1])  # (blocks, F', n)
         h = torch.bmm(self.conv2[0], concat_elu(h)).add_(self.conv2[1])  # (blocks, 2F', n)
-        if self.condition is not None:
-            i, j = divmod(t, self.width)
-            rows, cols = self.condition.shape[3:]
-            h = h + self.condition[:, :, :, i if rows > 1 else 0, j if cols > 1 else 0].transpose(1, 2)
+        blocks, n, heads = h.shape[0], h.shape[2], self.heads
+        condition = self.condition.at(*divmod(t, self.width))  # (blocks * n, 2F') or 0.0
+        if torch.is_tensor(condition):
+            h = h + condition.view(blocks, n, -1).transpose(1, 2)
         a, b = h.chunk(2, dim=1)
         kv = torch.bmm(self.projection[0], torch.addcmul(x, a, torch.sigmoid(b))).add_(self.projection[1])
-        blocks, n, heads = kv.shape[0], kv.shape[2], self.heads
         k, v = kv.split([heads * self.key_size, heads * self.value_size], dim=1)
         self.keys[:, :, :, t] = k.view(blocks, heads, self.key_size, n).permute(0, 3, 1, 2)
         self.values[:, :, :, t] = v.view(blocks, heads, self.value_size, n).permute(0, 3, 1, 2)
@@ -127,15 +126,14 @@ class _Block:
 
     def __init__(self, block: nn.Module, c: Condition | None, n: int, size: tuple[int, int], kv: _KeysValues,
                  k: int):
-        attention = block.attention
-        self.heads, self.key_size, self.value_size = attention.n_heads, attention.key_size, attention.value_size
+        self.heads, self.key_size, self.value_size = kv.heads, kv.key_size, kv.value_size
 
         def step(layer):
             return GatedResNetStep(layer, layer.class_bias.frozen(c, size), n, *size)
 
         self.res = [step(layer) for layer in block.res]  # 2x2 kernels: the row above applied once per row
         self.q_in, self.out = step(block.q_in), step(block.out)
-        self.query = _flat(attention.query)
+        self.query = _flat(block.attention.query)
         self.kv, self.k = kv, k
         self.keys, self.values = kv.keys[k], kv.values[k]  # (n, heads, H*W, key_size / value_size)
         self.width = size[1]

@@ -106,15 +106,15 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     computed as a forward convolution of the input (its images and channels swapped) with the output
     gradient as the kernel, took 1.2-1.8x less time for the gated PixelCNN's 3x5 and 1x3 kernels and
     PixelCNN++'s 2x3 ones at batch 16 (even at batch 64), but up to 2x more for one-row kernels over one
-    or two input channels and up to 1.3x more for 2x2 kernels. So that path is taken in training on the CPU, in float32
-    without autocast, for kernels at least ``WEIGHT_GRAD_BY_FORWARD_AT`` (rows, columns) in size, and for
-    one-row kernels that wide over at least ``WEIGHT_GRAD_BY_FORWARD_ROW_CHANNELS`` input channels; the
-    input gradient stays oneDNN's, and everything else is ``F.conv2d``. The gradient holds the same sums
-    in another order (float32 rounding).
+    or two input channels and up to 1.3x more for 2x2 kernels. So that path is taken in training on the
+    CPU, in float32 without autocast, for kernels at least ``WEIGHT_GRAD_BY_FORWARD_AT`` (rows, columns)
+    in size, and for one-row kernels that wide over at least ``WEIGHT_GRAD_BY_FORWARD_ROW_CHANNELS`` input
+    channels; the input gradient stays oneDNN's, and everything else is ``F.conv2d``. The gradient holds
+    the same sums in another order (float32 rounding).
     """
     rows, columns = WEIGHT_GRAD_BY_FORWARD_AT
-    tall = weight.shape[-2] >= rows or weight.shape[1] >= WEIGHT_GRAD_BY_FORWARD_ROW_CHANNELS
-    if (tall and weight.shape[-1] >= columns and torch.is_grad_enabled()
+    rows_or_channels = weight.shape[-2] >= rows or weight.shape[1] >= WEIGHT_GRAD_BY_FORWARD_ROW_CHANNELS
+    if (rows_or_channels and weight.shape[-1] >= columns and torch.is_grad_enabled()
             and weight.requires_grad and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
             and x.dim() == 4 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()):
         return _Conv2dWeightGradByForward.apply(x, weight, bias)
