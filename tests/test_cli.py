@@ -180,3 +180,21 @@ def test_complete_keeps_the_known_rows_and_writes_the_grid(tmp_path, data):
                  "--out", str(tmp_path / "p.png")]) == 0
     assert np.load(tmp_path / "p.npz")["known"].reshape(-1).tolist() == [True] * 30 + [False] * (28 * 28 - 30)
     assert main(["complete", str(run), "--data-dir", str(data), "--rows", "29"]) == 2
+
+
+def test_max_steps_alone_is_the_limit_and_both_limits_are_announced(tmp_path, data, capsys):
+    """24 images in batches of 8: an epoch is 3 steps. --max-steps without --epochs is not cut at one epoch."""
+    run = tmp_path / "run"
+    args = ["--model", "gated-pixelcnn", "--preset", "tiny", "--dataset", "fashion-mnist", "--data-dir", str(data),
+            "--batch-size", "8", "--n-samples", "0", "--no-progress"]
+    assert main(["train", *args, "--max-steps", "5", "--out", str(run)]) == 0
+    assert torch.load(run / "training_state.pt", weights_only=True)["step"] == 5
+    assert "training stops" not in capsys.readouterr().err  # one limit: nothing to say
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--max-steps", "9", "--no-progress"]) == 0
+    assert torch.load(run / "training_state.pt", weights_only=True)["step"] == 6
+    assert "training stops after 2 epochs, 6 batches (--epochs; --max-steps is 9)" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--max-steps", "8", "--no-progress"]) == 0  # epochs: no limit
+    assert torch.load(run / "training_state.pt", weights_only=True)["step"] == 8
+    assert main(["train", *args, "--epochs", "1", "--max-steps", "5", "--out", str(tmp_path / "one")]) == 0
+    assert torch.load(tmp_path / "one" / "training_state.pt", weights_only=True)["step"] == 3
+    assert "training stops after 1 epoch, 3 batches (--epochs; --max-steps is 5)" in capsys.readouterr().err

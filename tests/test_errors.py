@@ -90,6 +90,20 @@ def test_unknown_model(tmp_path, fmnist, capsys):
     nothing_written(tmp_path)
 
 
+def test_a_new_run_needs_a_model(tmp_path, fmnist, capsys):
+    refused(["train", "--dataset", "fashion-mnist", "--data-dir", str(fmnist), *TINY, "--out", str(tmp_path / "out")],
+            capsys, "--model: required for a new run", "expected one of", "gated-pixelcnn")
+    nothing_written(tmp_path)
+
+
+def test_a_resumed_run_keeps_its_model_and_data(tmp_path, conditional_run, capsys):
+    before = snapshot(conditional_run)
+    for change in (["--n-bits", "4"], ["--preset", "small"], ["--model", "pixelcnn"], ["--n-channels", "8"]):
+        refused(["train", "--resume", str(conditional_run), *change], capsys,
+                f"--resume: {conditional_run} is a gated-pixelcnn run", "only training flags")
+    assert snapshot(conditional_run) == before
+
+
 def test_unknown_dataset(tmp_path, capsys):
     refused(["train", "--model", "pixelcnn", "--dataset", "imagenet", *TINY, "--out", str(tmp_path / "out")],
             capsys, "unknown dataset 'imagenet'", "known datasets", "fashion-mnist")

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pixelmodels
-from pixelmodels import cli
+from pixelmodels import cli, flags
 from pixelmodels.cli import main, train_parser
 from pixelmodels.config import RunConfig, TrainConfig, field_types, flag_name
 from pixelmodels.errors import PixelModelsError
@@ -58,7 +58,7 @@ def test_every_numeric_flag_of_train_is_declared():
     """No numeric flag reaches a parser without a declaration (it would escape the property test)."""
     for model in list_models():
         parsed = {a.option_strings[0] for a in train_parser(model)._actions
-                  if a.type in (cli._integer, cli._number)}
+                  if a.type in (flags.PARSE[int], flags.PARSE[float])}
         declared = {flag_name(f) for command, m, f, *_ in FLAGS if command == "train" and m in (None, model)}
         assert parsed == declared, model
     assert len(FLAGS) >= 60

@@ -107,9 +107,10 @@ def test_score_dataset_csv_and_heatmaps(tmp_path, data, capsys):
     assert files == [f"fashion-mnist-test-{i:05d}.png" for i in range(5)]
     for i in range(5):
         image = Image.open(maps / files[i])
-        assert image.size == (28, 28) and image.mode == "RGB"
+        assert image.size == (56, 56) and image.mode == "RGB"  # 28 x 28 pixels enlarged twice, for viewing
         expected = scoring.heatmap(per_pixel[i].numpy(), max_bits=8)
-        assert np.abs(np.asarray(image).astype(int) - expected).max() <= 1
+        for dy, dx in [(0, 0), (1, 1)]:
+            assert np.abs(np.asarray(image)[dy::2, dx::2].astype(int) - expected).max() <= 1
 
     before = out.read_bytes()
     assert main(argv) == 2  # refuses to replace the results
@@ -152,7 +153,12 @@ def test_score_folders_and_files(tmp_path, capsys):
         direct = model.bits_per_dim(torch.from_numpy(arrays[:, None]))
     assert np.allclose([float(r["bits_per_dim"]) for r in rows], direct.numpy(), rtol=1e-5, atol=0)
     names = sorted(p.name for p in maps.iterdir())
-    assert len(names) == 4 and all(Image.open(maps / n).size == (28, 28) for n in names)  # a/x and b/x apart
+    assert len(names) == 4 and all(Image.open(maps / n).size == (56, 56) for n in names)  # a/x and b/x apart
+
+    (folder / "z.png").write_bytes(b"not a png")  # after the limit: never read
+    assert main(["score", str(model_dir), str(folder), str(single), "--limit", "2", "--out", str(out),
+                 "--overwrite"]) == 0  # the first files, in sorted order
+    assert [r["source"] for r in read_csv(out)] == [str(p) for p in paths[:2]]
 
 
 def test_files_are_quantized_to_the_models_bits(tmp_path):

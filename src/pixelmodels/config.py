@@ -25,8 +25,8 @@ from pixelmodels.settings import (MAX_BATCH, MAX_CLASSES, MAX_CODES, MAX_COUNT, 
                                   flag_name, range_words, setting, validate)
 
 __all__ = ["CompleteSettings", "DataConfig", "EvaluateSettings", "GenerateSettings", "ModelConfig", "RunConfig",
-           "ScoreSettings", "SettingError", "TrainConfig", "field_types", "flag_name", "from_dict", "range_words",
-           "read_config", "validate", "MAX_SAMPLES"]
+           "ScoreSettings", "SettingError", "TrainConfig", "check_class", "field_types", "flag_name", "from_dict",
+           "range_words", "read_config", "validate", "MAX_SAMPLES"]
 
 
 def _as_int(s):
@@ -108,7 +108,8 @@ class DataConfig(Settings):
 class TrainConfig(Settings):
     """How a model is trained. ``None`` means: the model preset's default."""
 
-    epochs: int = setting(1, "passes over the training set", ge=0, le=MAX_COUNT)
+    epochs: int | None = setting(None, "passes over the training set (default: 1; with --max-steps, as many as "
+                                 "it takes: --max-steps is the limit)", ge=0, le=MAX_COUNT)
     batch_size: int = setting(32, "images per step", ge=1, le=MAX_BATCH)
     lr: float | None = setting(None, "learning rate (default: the model's preset)", gt=0, le=10,
                                noun="a learning rate")
@@ -124,7 +125,8 @@ class TrainConfig(Settings):
                                       noun="a gradient norm")
     device: str = setting("auto", "cpu, cuda or cuda:N (auto: CUDA when available)")
     seed: int = setting(0, "random seed of initialization, data order and sample grids", ge=0, le=MAX_SEED)
-    max_steps: int | None = setting(None, "stop after this many optimizer steps in total", ge=1, le=MAX_COUNT)
+    max_steps: int | None = setting(None, "stop after this many optimizer steps in total (with --epochs too: "
+                                    "at whichever comes first)", ge=1, le=MAX_COUNT)
     max_minutes: float | None = setting(None, "stop after this many minutes of training in this session "
                                         "(evaluation not counted)", gt=0, le=MAX_MINUTES, noun="minutes")
     eval_every: int = setting(1, "evaluate test bits/dim and write a sample grid every this many epochs",
@@ -207,6 +209,14 @@ def read_config(path: str | Path) -> dict:
 
 
 # -- the commands' own settings (flags of evaluate, generate, complete, score) --------------
+def check_class(flag: str, value: int | None, model) -> None:
+    """A class label given by ``flag`` (``--class``, ``--label``) against ``model``'s classes, 0..K-1."""
+    if value is not None and not model.n_classes:
+        raise PixelModelsError(f"{flag}: this model is not conditional")
+    if value is not None and not 0 <= value < model.n_classes:
+        raise PixelModelsError(f"{flag}: expected a class 0..{model.n_classes - 1}, found {value}")
+
+
 TEMPERATURE = dict(default=1.0, help="divides the logits (and multiplies the logistic scales): below 1 sharper, "
                    "above 1 flatter samples", gt=0, le=100)
 
@@ -230,6 +240,17 @@ class GenerateSettings(Settings):
     batch_size: int = setting(256, "images sampled at a time (bounds memory)", ge=1, le=MAX_BATCH)
     temperature: float = setting(**TEMPERATURE)
 
+    def check(self, model, n_conds: int | None = None) -> None:
+        """These settings against the model they sample: ``--class`` one of its classes (and given when it
+        is conditional on classes and a condition), at most ``MAX_SAMPLES`` images for ``n_conds`` conditions."""
+        check_class("--class", self.class_label, model)
+        if model.cond_shape is not None and model.n_classes and self.class_label is None:
+            raise PixelModelsError(f"--class: the model is conditional on {model.n_classes} classes and on --cond; "
+                                   "give --class K")
+        if n_conds is not None and self.n * n_conds > MAX_SAMPLES:
+            raise PixelModelsError(f"--n / --cond: expected at most {MAX_SAMPLES} samples, found {self.n} for each "
+                                   f"of {n_conds} conditions ({self.n * n_conds})")
+
 
 @dataclass
 class CompleteSettings(Settings):
@@ -243,13 +264,32 @@ class CompleteSettings(Settings):
     seed: int = setting(0, "random seed of the completions", ge=0, le=MAX_SEED)
     temperature: float = setting(**TEMPERATURE)
 
+    def known_pixels(self, image_shape, n_images: int) -> int:
+        """How many pixels, in raster order, completions keep of images of ``image_shape`` (C, H, W):
+        ``--pixels``, else ``--rows`` whole rows (default: half of them); ``--n`` checked against the
+        ``n_images`` the split holds."""
+        _, h, w = image_shape
+        if self.n > n_images:
+            raise SettingError("n", "--n", f"1 to {n_images} images (the split's)", self.n)
+        if self.pixels is not None and self.pixels > h * w:
+            raise SettingError("pixels", "--pixels", f"0 to {h * w}", self.pixels)
+        rows = h // 2 if self.rows is None else self.rows
+        if self.pixels is None and rows > h:
+            raise SettingError("rows", "--rows", f"0 to {h}", rows)
+        return self.pixels if self.pixels is not None else rows * w
+
 
 @dataclass
 class ScoreSettings(Settings):
     """``pixelmodels score``'s numeric flags."""
 
-    limit: int | None = setting(None, "score the first N images of the dataset only", ge=1, le=MAX_COUNT)
+    limit: int | None = setting(None, "score the first N images only: of the dataset, then of the image files "
+                                "(each folder's in sorted order)", ge=1, le=MAX_COUNT)
     label: int | None = setting(None, "class label for a conditional model, 0..K-1 of its K classes (checked "
                                 "against the model): all image files (and the dataset, instead of its labels)",
                                 le=MAX_CLASSES - 1)
     batch_size: int = setting(64, "images per forward pass", ge=1, le=MAX_BATCH)
+
+    def check(self, model) -> None:
+        """These settings against the model that scores: ``--label`` one of its classes."""
+        check_class("--label", self.label, model)

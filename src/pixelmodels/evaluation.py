@@ -4,10 +4,8 @@ precision helpers both training and the commands use."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import torch
 
 from pixelmodels.distributed import World, all_reduce_sum, shard
 from pixelmodels.errors import PixelModelsError
+from pixelmodels.likelihoods import bits_per_dim
 from pixelmodels.sampling import sample
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -59,36 +58,6 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
         ok = {"amx_bf16", "amx_tile"} <= cpu_flags()
         return ok, "this CPU has AMX with bf16" if ok else "this CPU has no AMX (no native bf16 matrix units)"
     return False, f"device {device.type} is not known to run bf16 natively"
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (<malloc.h>)
-_MMAP_THRESHOLDS = (2**30, 2**25)  # tried in turn: 1 GiB, else glibc's own ceiling (32 MiB on 64-bit)
-_NEVER_TRIM = 2**31 - 1
-
-
-@functools.cache
-def keep_freed_memory() -> bool:
-    """Let the process keep the memory it frees for its next allocations (Linux with glibc; once per process).
-
-    PyTorch's CPU allocator caches nothing: every activation of a training step is a fresh ``malloc``, and
-    glibc serves blocks over its mmap threshold with new pages and unmaps them on free, so each step
-    zero-fills its activations again through page faults. Raising the threshold (1 GiB, else glibc's
-    ceiling of 32 MiB) and turning off the heap's trimming makes freed blocks reused instead, as the CUDA
-    caching allocator does on a GPU. Measured on the issue-15 reference models (``benchmarks/allocator.py``):
-    70-84% fewer page faults per step, 1.02-1.09x faster steps, the peak memory within 3%. Not done where
-    the user has tuned malloc (``MALLOC_*_`` or ``GLIBC_TUNABLES`` in the environment) or without glibc.
-    Returns whether the setting was applied.
-    """
-    if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ) \
-            or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt thresholds to raise)
-        return False
-    if not any(mallopt(_M_MMAP_THRESHOLD, size) == 1 for size in _MMAP_THRESHOLDS):
-        return False
-    return mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM) == 1
 
 
 _warned: set[str] = set()
@@ -147,7 +116,7 @@ def evaluate(model, dataset, batch_size: int = 256, device=None, limit: int | No
             params = forward(x, y, cond)
         total += model.head.nll(params.float(), x).double().sum()
     total = all_reduce_sum(total, world)
-    return total.item() / (n * math.prod(model.image_shape) * math.log(2))
+    return bits_per_dim(total.item(), n * math.prod(model.image_shape))
 
 
 def sample_grid(model, n_samples: int, seed: int, batch_size: int | None = None, cond=None,

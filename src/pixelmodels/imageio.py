@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+DISPLAY_SIDE = 64  # pixels: the side small images are enlarged to for viewing (see display_scale)
 
 
 def to_uint8_range(images: torch.Tensor, n_bits: int) -> np.ndarray:
@@ -30,13 +33,40 @@ def make_grid(images: torch.Tensor, n_bits: int, nrow: int | None = None, pad: i
     return grid
 
 
-def save_grid(images: torch.Tensor, path: str | Path, n_bits: int, nrow: int | None = None, scale: int = 2) -> Path:
-    """Write a PNG grid of integer images; ``scale`` enlarges small images for viewing."""
+def display_scale(height: int, width: int) -> int:
+    """The integer factor that enlarges an image of ``height`` x ``width`` pixels for viewing.
+
+    It brings the longer side nearest to ``DISPLAY_SIDE`` (64) pixels, and never shrinks: 8x8 images become
+    64 px, 16x16 64 px, 28x28 56 px, 32x32 64 px; 64 px and larger stay 1:1. Enlarging is by nearest
+    neighbour, so every pixel stays a sharp square of one value.
+    """
+    return max(1, round(DISPLAY_SIDE / max(height, width)))
+
+
+def enlarge(image: Image.Image, scale: int) -> Image.Image:
+    """``image`` enlarged ``scale`` times by nearest neighbour (as it is for ``scale`` 1)."""
+    return image.resize((image.width * scale, image.height * scale), Image.NEAREST) if scale > 1 else image
+
+
+def grid_image(images: torch.Tensor, n_bits: int, nrow: int | None = None, scale: int | None = None) -> Image.Image:
+    """:func:`make_grid` as a Pillow image, enlarged ``scale`` times (default: :func:`display_scale`)."""
     grid = make_grid(images, n_bits, nrow)
-    img = Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid)
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    scale = display_scale(*images.shape[2:]) if scale is None else scale
+    return enlarge(Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid), scale)
+
+
+def encode(image: Image.Image, path: str | Path) -> bytes:
+    """The bytes of ``image`` as a file named ``path``: in the format its extension names, else PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=Image.registered_extensions().get(Path(path).suffix.lower(), "PNG"))
+    return buffer.getvalue()
+
+
+def save_grid(images: torch.Tensor, path: str | Path, n_bits: int, nrow: int | None = None,
+              scale: int | None = None) -> Path:
+    """Write a PNG grid of integer images (N, C, H, W), ``nrow`` per row, enlarged ``scale`` times for viewing
+    (default: :func:`display_scale`, so small images are readable). Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    grid_image(images, n_bits, nrow, scale).save(path)
     return path

@@ -1,4 +1,5 @@
-"""Resolving a run: from a ``RunConfig`` to the process, data, model and settings a ``Trainer`` is given.
+"""Resolving a run: from a ``RunConfig`` to the process, data, model and settings a ``Trainer`` is given,
+and from a run directory (or a shipped model) to the model and the data a command uses.
 
 This is the entry point's work (seeds, deterministic mode, torchrun's process group, datasets, the
 model), kept out of the training loop; ``train(run, out)`` is the whole of it.
@@ -7,31 +8,31 @@ model), kept out of the training loop; ``train(run, out)`` is the whole of it.
 from __future__ import annotations
 
 import dataclasses
+import math
+import shutil
+from datetime import datetime
 from pathlib import Path
 
 import torch
 
+from pixelmodels import checkpoint as ckpt
 from pixelmodels import distributed
-from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from pixelmodels.data import load_dataset
+from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig, read_config
+from pixelmodels.data import DATASET_INFO, list_datasets, load_dataset
 from pixelmodels.distributed import World
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.evaluation import check_precision, resolve_device
-from pixelmodels.faults import Faults
-from pixelmodels.models.registry import build_model, get_spec
+from pixelmodels.models.registry import build_model, get_spec, list_models, resolve_options
+from pixelmodels.pretrained import list_pretrained, load_pretrained, pretrained_info
+from pixelmodels.scoring import describe_data
+from pixelmodels.settings import MAX_COUNT
 from pixelmodels.training import Trainer
 
 
 def load_data(data: DataConfig, split: str):
+    """The ``split`` of the dataset ``data`` describes."""
     return load_dataset(data.dataset, split, root=data.data_dir, n_bits=data.n_bits,
                         image_size=data.image_size, channels=data.channels, n_codes=data.n_codes)
-
-
-def describe_data(dataset) -> str:
-    """What a dataset holds, in words: '8-bit images (1, 28, 28)' or 'maps of 512 codes (1, 7, 7)', and its cond."""
-    what = f"maps of {dataset.n_codes} codes" if dataset.n_codes else f"{dataset.n_bits}-bit images"
-    cond = f" with cond {tuple(dataset.cond_shape)}" if dataset.cond_shape is not None else ""
-    return f"{what} {tuple(dataset.image_shape)}{cond}"
 
 
 def check_splits(train, test) -> None:
@@ -54,14 +55,77 @@ def resolve_model_config(model: ModelConfig, dataset, conditional: bool) -> Mode
 
 
 def resolve_train_config(train: TrainConfig, model_name: str) -> TrainConfig:
-    """Fill the settings left at None with the model family's preferred values."""
+    """Fill the settings left at None with the model family's preferred values.
+
+    Epochs left at None: 1, or no limit of epochs when ``max_steps`` is set, which is then the limit (as
+    Hugging Face's Trainer takes ``max_steps`` over ``num_train_epochs``); with both set, the first reached
+    stops training (:func:`stop_rule` says which).
+    """
     defaults = get_spec(model_name).train_defaults
     filled = {k: (defaults.get(k) if v is None and k in defaults else v) for k, v in dataclasses.asdict(train).items()}
     if filled["adam_betas"] is not None:
         filled["adam_betas"] = tuple(filled["adam_betas"])
     if filled["grad_clip"] is None:
         filled["grad_clip"] = 0.0
+    if filled["epochs"] is None:
+        filled["epochs"] = 1 if filled["max_steps"] is None else MAX_COUNT
     return TrainConfig(**filled)  # which checks every value through its declaration
+
+
+def stop_rule(train: TrainConfig, n_train: int) -> str | None:
+    """Which limit of a resolved ``train`` ends training over ``n_train`` images, in one line, when more than
+    one could (``--epochs`` and ``--max-steps``: the first reached; ``--max-minutes``); None when one alone can."""
+    limited = train.epochs < MAX_COUNT  # else --max-steps alone bounds the steps
+    if sum((limited, train.max_steps is not None, train.max_minutes is not None)) < 2:
+        return None
+    batches = math.ceil(n_train / train.batch_size) * train.epochs
+    if limited and (train.max_steps is None or batches < train.max_steps):
+        line = (f"training stops after {train.epochs} epoch{'s' * (train.epochs != 1)}, {batches} batches "
+                f"(--epochs{'' if train.max_steps is None else f'; --max-steps is {train.max_steps}'})")
+    else:
+        line = (f"training stops after {train.max_steps} steps "
+                f"(--max-steps{f'; --epochs {train.epochs} is {batches} batches' if limited else ''})")
+    if train.max_minutes is not None:
+        line += f", or after {train.max_minutes:g} minutes of training (--max-minutes) if that comes first"
+    return line
+
+
+def new_run(model: str | None, preset: str = "default", options: dict | None = None, data: dict | None = None,
+            train: dict | None = None) -> RunConfig:
+    """The ``RunConfig`` of a new run of family ``model`` from the settings given (each checked by its
+    declaration, the model's options by its family's); the image shape comes from the data at the start."""
+    if model is None:
+        raise PixelModelsError(f"--model: required for a new run; expected one of {list_models()}")
+    resolve_options(model, preset, options or {})
+    return RunConfig(ModelConfig(name=model, image_shape=(1, 1, 1), preset=preset, options=options or {}),
+                     DataConfig(**(data or {})), TrainConfig(**(train or {})))
+
+
+def default_run_dir(run: RunConfig) -> Path:
+    """Where a new run goes unless told: ``runs/MODEL-DATASET-YYYYMMDD-HHMMSS``."""
+    return Path("runs") / f"{run.model.name}-{run.data.dataset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def read_run(run_dir: str | Path) -> RunConfig:
+    """The ``RunConfig`` in run directory ``run_dir``, its model options checked by their declarations."""
+    ckpt.model_config_of(run_dir)
+    return RunConfig.from_dict(read_config(Path(run_dir) / ckpt.CONFIG), Path(run_dir) / ckpt.CONFIG)
+
+
+def resumed_run(run_dir: str | Path, train: dict, *, model: str | None = None, preset: str | None = None,
+                options: dict | None = None, data: dict | None = None) -> RunConfig:
+    """The run in ``run_dir`` with the training settings ``train`` changed.
+
+    A resumed run keeps its model and data, so any other change is refused. ``max_steps`` given
+    without ``epochs`` is the limit, as for a new run.
+    """
+    stored = read_run(run_dir)
+    if model not in (None, stored.model.name) or preset is not None or options or data:
+        raise PixelModelsError(f"--resume: {run_dir} is a {stored.model.name} run; only training flags "
+                               "(--epochs, --max-steps, --lr, ...) can change on resume")
+    if "max_steps" in train and "epochs" not in train:
+        train = {**train, "epochs": None}
+    return dataclasses.replace(stored, train=dataclasses.replace(stored.train, **train))
 
 
 def setup_process(train: TrainConfig) -> tuple[World, torch.device]:
@@ -87,20 +151,81 @@ def on_device(dataset, device: torch.device):
     return dataset
 
 
-def build_trainer(run: RunConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None,
-                  faults: Faults | None = None, trainer_cls: type[Trainer] = Trainer, **options) -> Trainer:
+def build_trainer(run: RunConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+                  progress: bool | None = None, trainer_cls: type[Trainer] = Trainer, **options) -> Trainer:
     """Set up the process, load the data, build the model and hand them to a ``Trainer`` (``trainer_cls``,
-    given ``options`` too). ``faults``: the test hooks, by default those of ``PIXELMODELS_FAULTS``."""
+    given ``options`` too).
+
+    A new run (not ``resume``) refuses an ``out`` that holds a run, unless ``overwrite``: then that run is
+    removed, once the new run's data and model are known to be good.
+    """
+    out = Path(out)
+    holds_run = not resume and (out / ckpt.CONFIG).exists()
+    if holds_run and not overwrite:
+        raise PixelModelsError(f"--out: {out} already holds a run; use --resume {out} to continue it "
+                               "or --overwrite to replace it")
     world, device = setup_process(run.train)
     train_set = on_device(load_data(run.data, "train"), device)
     test_set = load_data(run.data, "test")
     check_splits(train_set, test_set)
     model = build_model(resolve_model_config(run.model, train_set, run.train.conditional)).to(device)
     run = RunConfig(model=model.config, data=run.data, train=resolve_train_config(run.train, run.model.name))
+    if holds_run and world.main:
+        shutil.rmtree(out)
     return trainer_cls(run, model, train_set, test_set, out, world=world, device=device, resume=resume,
-                       progress=progress, faults=Faults.from_env() if faults is None else faults, **options)
+                       progress=progress, **options)
 
 
-def train(run: RunConfig, out: str | Path, resume: bool = False, progress: bool | None = None) -> dict:
-    """Train a run described by ``run`` into directory ``out``; returns the final test record."""
-    return build_trainer(run, out, resume=resume, progress=progress).fit()
+def train(run: RunConfig, out: str | Path, resume: bool = False, progress: bool | None = None,
+          overwrite: bool = False) -> dict:
+    """Train a run described by ``run`` into directory ``out`` (``overwrite``: replacing a run there);
+    returns the final test record."""
+    return build_trainer(run, out, resume=resume, overwrite=overwrite, progress=progress).fit()
+
+
+# -- the model and data a command uses: a run directory or a shipped model ----------------------
+def open_model(run_dir: str | Path | None, pretrained: str | None, device="cpu") -> tuple:
+    """The model in ``run_dir`` or the shipped model ``pretrained`` (exactly one), on ``device`` (a name, as
+    ``--device`` takes, or a torch.device): (model, the DataConfig it was trained on or None, the folder for
+    default outputs: the run directory, or the current one)."""
+    if (run_dir is None) == (pretrained is None):
+        raise PixelModelsError("expected a run directory or --pretrained NAME (one of "
+                               f"{list_pretrained()}), found {'both' if pretrained else 'neither'}")
+    device = resolve_device(str(device))
+    if pretrained is not None:
+        model = load_pretrained(pretrained, device)
+        return model, DataConfig(dataset=pretrained_info(pretrained)["dataset"], n_bits=model.n_bits), Path(".")
+    model = ckpt.load(run_dir, device)
+    stored = read_config(Path(run_dir) / ckpt.CONFIG)
+    data = RunConfig.from_dict(stored, Path(run_dir) / ckpt.CONFIG).data if "data" in stored else None
+    return model, data, Path(run_dir)
+
+
+def dataset_config(run_data: DataConfig | None, dataset: str | None, data_dir: str | None, model) -> DataConfig:
+    """The data a command reads for ``model``: ``dataset`` (``--dataset``, at the model's depth where it has
+    more bits) or the one it was trained on, ``run_data``; its files in ``data_dir`` (``--data-dir``) if given."""
+    if dataset is None:
+        if run_data is None:
+            raise PixelModelsError("--dataset: this model directory does not say which dataset it was trained on; "
+                                   f"expected --dataset NAME, one of {list_datasets()}")
+        return dataclasses.replace(run_data, data_dir=data_dir or run_data.data_dir)
+    c, size, _ = model.image_shape
+    folder = dict(image_size=size, channels=c) if dataset == "folder" else {}
+    if dataset == "arrays":
+        return DataConfig(dataset=dataset, data_dir=data_dir, n_bits=model.n_bits, n_codes=model.n_codes)
+    info = DATASET_INFO.get(dataset)
+    n_bits = model.n_bits if info is not None and model.n_bits is not None and model.n_bits <= info.n_bits \
+        else None  # else: refused by name when it is loaded
+    return DataConfig(dataset=dataset, data_dir=data_dir, n_bits=n_bits, **folder)
+
+
+def load_model_data(model, run_data: DataConfig | None, split: str, dataset: str | None = None,
+                    data_dir: str | None = None):
+    """The ``split`` of :func:`dataset_config`'s data, refused unless it holds what ``model`` takes (shape,
+    depth or codes, condition)."""
+    data = dataset_config(run_data, dataset, data_dir, model)
+    loaded = load_data(data, split)
+    if describe_data(loaded) != describe_data(model):
+        raise PixelModelsError(f"--dataset: the model takes {describe_data(model)}, {data.dataset} has "
+                               f"{describe_data(loaded)}")
+    return loaded

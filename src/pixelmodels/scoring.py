@@ -1,9 +1,10 @@
 """Scoring images: bits/dim per image and NLL per pixel, for tensors, datasets or image files.
 
-:func:`score` is the library entry. :func:`read_inputs` and
-:func:`dataset_inputs` turn image files, folders and dataset splits into what a
+:func:`score` is the library entry. :func:`score_inputs` (through :func:`read_inputs` and
+:func:`dataset_inputs`) turns image files, folders and dataset splits into what a
 model takes (shape and depth checked, nothing resized unless asked), and
-:func:`heatmap` colours a per-pixel NLL map.
+:func:`heatmap` colours a per-pixel NLL map; :func:`scores_csv` and :func:`write_heatmaps`
+write the results.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
+from pixelmodels.checkpoint import atomic_write
 from pixelmodels.data.datasets import quantize
 from pixelmodels.data.folder import EXTENSIONS, load_image
 from pixelmodels.errors import DatasetError, PixelModelsError
+from pixelmodels.imageio import display_scale, enlarge
+from pixelmodels.likelihoods import bits_per_dim
 
 GRAYSCALE_MODES = ("1", "L", "LA")
 WIDE_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")  # more than 8 bits per value
@@ -52,18 +56,12 @@ def describe(shape) -> str:
     return f"{tuple(shape)} ({kind} {h}x{w})"
 
 
-def check_images(model, images: torch.Tensor, what: str = "images") -> None:
-    """Refuse images a model cannot score, naming the expected and the found shape or values."""
-    shape = tuple(model.image_shape)
-    if images.dim() != 4 or tuple(images.shape[1:]) != shape:
-        raise PixelModelsError(f"{what}: the model takes images (N, C, H, W) with (C, H, W) = {describe(shape)}, "
-                               f"found a tensor of shape {tuple(images.shape)}")
-    if images.is_floating_point() or images.is_complex() or images.dtype == torch.bool:
-        raise PixelModelsError(f"{what}: expected integer images (what the datasets give), found dtype {images.dtype}")
-    top, kind = (model.n_codes, "codes") if model.n_codes else (2**model.n_bits, f"{model.n_bits}-bit values")
-    if images.numel() and (int(images.min()) < 0 or int(images.max()) >= top):
-        raise PixelModelsError(f"{what}: the model takes {kind} 0..{top - 1}, "
-                               f"found values {int(images.min())}..{int(images.max())}")
+def describe_data(data) -> str:
+    """What a dataset (or a model) holds, in words: '8-bit images (1, 28, 28)' or 'maps of 512 codes (1, 7, 7)',
+    and its condition's shape."""
+    what = f"maps of {data.n_codes} codes" if data.n_codes else f"{data.n_bits}-bit images"
+    cond = f" with cond {tuple(data.cond_shape)}" if data.cond_shape is not None else ""
+    return f"{what} {tuple(data.image_shape)}{cond}"
 
 
 @torch.no_grad()
@@ -91,7 +89,7 @@ def score(model, images: torch.Tensor, y=None, *, cond=None, batch_size: int = 6
         PixelModelsError: images of another shape or depth than the model's, or missing / bad labels.
     """
     images = torch.as_tensor(images)
-    check_images(model, images)
+    model.check_images(images)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise PixelModelsError(f"batch_size: expected a positive number of images, found {batch_size!r}")
     n = len(images)
@@ -113,7 +111,7 @@ def score(model, images: torch.Tensor, y=None, *, cond=None, batch_size: int = 6
     _, h, w = model.image_shape
     nll = torch.cat(nll) if nll else torch.zeros(0)
     pixel_nll = (torch.cat(pixels) if pixels else torch.zeros(0, h, w)) if per_pixel else None
-    return Scores(nll / (math.log(2) * math.prod(model.image_shape)), nll, pixel_nll)
+    return Scores(bits_per_dim(nll, math.prod(model.image_shape)), nll, pixel_nll)
 
 
 # -- inputs --------------------------------------------------------------------
@@ -195,37 +193,69 @@ def read_image(path: str | Path, image_shape, n_bits: int, resize: bool = False)
     return torch.from_numpy(np.array(quantize(array, n_bits, 8) if n_bits < 8 else array))  # a writable copy
 
 
-def read_inputs(paths, image_shape, n_bits: int, resize: bool = False) -> Inputs:
-    """Image files and folders (see :func:`image_files`) as :class:`Inputs`, unlabelled."""
-    files = [f for p in paths for f in image_files(p)]
+def read_inputs(paths, image_shape, n_bits: int, resize: bool = False, limit: int | None = None) -> Inputs:
+    """The first ``limit`` image files under ``paths`` (see :func:`image_files`) as :class:`Inputs`, unlabelled."""
+    files = [f for p in paths for f in image_files(p)][:limit]
     c, h, w = image_shape
     images = torch.stack([read_image(f, image_shape, n_bits, resize) for f in files]) if files \
         else torch.zeros(0, c, h, w, dtype=torch.uint8)
     return Inputs(images, torch.full((len(files),), -1), [str(f) for f in files], [None] * len(files))
 
 
-def model_dataset_inputs(dataset, limit: int | None = None) -> Inputs:
-    """The first ``limit`` examples of a dataset already checked against the model, with their conditions."""
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    return Inputs(torch.as_tensor(dataset.images[:n]), dataset.labels[:n], [f"{dataset.name}:{dataset.split}"] * n,
-                  list(range(n)), None if dataset.cond is None else dataset.cond[:n])
+def dataset_inputs(model, dataset, limit: int | None = None) -> Inputs:
+    """The first ``limit`` examples of a loaded dataset as :class:`Inputs`, checked against ``model``.
 
-
-def dataset_inputs(dataset, image_shape, n_bits: int, limit: int | None = None) -> Inputs:
-    """The first ``limit`` images of a loaded dataset as :class:`Inputs`, checked against the model's shape.
-
-    A dataset with more bits than the model has its low bits dropped (as ``--n-bits`` does);
-    one of another shape, or with fewer bits, is refused naming both.
+    A model of images takes images of its shape; a dataset with more bits than the model has its low
+    bits dropped (as ``--n-bits`` does), one of another shape or with fewer bits is refused naming both.
+    A model of codes or with a condition takes exactly its kind of data, conditions included.
     """
-    if tuple(dataset.image_shape) != tuple(image_shape) or dataset.n_bits < n_bits:
-        raise PixelModelsError(f"--dataset: the model takes {n_bits}-bit images of shape {describe(image_shape)}, "
-                               f"{dataset.name} has {dataset.n_bits}-bit images of shape "
-                               f"{describe(dataset.image_shape)}")
+    if model.n_codes is not None or model.cond_shape is not None:
+        if describe_data(dataset) != describe_data(model):
+            raise PixelModelsError(f"--dataset: the model takes {describe_data(model)}, {dataset.name} has "
+                                   f"{describe_data(dataset)}")
+    elif tuple(dataset.image_shape) != tuple(model.image_shape) or dataset.n_bits < model.n_bits:
+        raise PixelModelsError(f"--dataset: the model takes {model.n_bits}-bit images of shape "
+                               f"{describe(model.image_shape)}, {dataset.name} has {dataset.n_bits}-bit images of "
+                               f"shape {describe(dataset.image_shape)}")
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    images = dataset.images[:n]
-    if dataset.n_bits > n_bits:
-        images = quantize(images, n_bits, dataset.n_bits)
-    return Inputs(images, dataset.labels[:n], [f"{dataset.name}:{dataset.split}"] * n, list(range(n)))
+    images = torch.as_tensor(dataset.images[:n])
+    if model.n_bits is not None and dataset.n_bits > model.n_bits:
+        images = quantize(images, model.n_bits, dataset.n_bits)
+    return Inputs(images, dataset.labels[:n], [f"{dataset.name}:{dataset.split}"] * n, list(range(n)),
+                  None if model.cond_shape is None else dataset.cond[:n])
+
+
+def score_inputs(model, dataset=None, paths=(), *, label: int | None = None, limit: int | None = None,
+                 resize: bool = False) -> Inputs:
+    """What to score with ``model``: the examples of ``dataset``, then the image files under ``paths``,
+    the first ``limit`` of them in that order, all labelled ``label`` when it is given.
+
+    Raises:
+        PixelModelsError: nothing to score; image files for a model of codes or with a condition; images
+            without labels for a conditional model and no ``label``; data the model cannot take.
+    """
+    if dataset is None and not paths:
+        raise PixelModelsError("INPUT: expected image files or folders, or a dataset to score; found neither")
+    parts = []
+    if dataset is not None:
+        if model.n_classes and label is None and not dataset.n_classes:
+            raise PixelModelsError(f"--label: the model is conditional on {model.n_classes} classes and "
+                                   f"{dataset.name} has no labels; give --label K")
+        parts.append(dataset_inputs(model, dataset, limit))
+        limit = None if limit is None else limit - len(parts[0].sources)
+    if paths and (model.n_codes is not None or model.cond_shape is not None):
+        raise PixelModelsError(f"INPUT: image files cannot be scored by a model of "
+                               f"{'codes' if model.n_codes else 'images with a condition'}; found {paths[0]}; "
+                               "score a dataset (--dataset arrays --data-dir DIR)")
+    if paths and model.n_classes and label is None:
+        raise PixelModelsError(f"--label: the model is conditional on {model.n_classes} classes and image "
+                               "files have no labels; give --label K")
+    if paths:
+        parts.append(read_inputs(paths, model.image_shape, model.n_bits, resize, limit))
+    inputs = Inputs.cat(parts)
+    if label is not None:
+        inputs.labels = torch.full_like(inputs.labels, label)
+    return inputs
 
 
 # -- heat maps -----------------------------------------------------------------
@@ -244,11 +274,32 @@ def heatmap(pixel_nll, max_bits: float) -> np.ndarray:
     return heat_colors(np.asarray(pixel_nll, dtype=np.float64) / (math.log(2) * max_bits))
 
 
-def heatmap_png(pixel_nll, max_bits: float) -> bytes:
-    """A PNG file (bytes) of :func:`heatmap`, one pixel per image pixel."""
+def heatmap_png(pixel_nll, max_bits: float, scale: int | None = None) -> bytes:
+    """A PNG file (bytes) of :func:`heatmap`, each image pixel a square of ``scale`` x ``scale``
+    (default: ``imageio.display_scale``, so small images are readable)."""
+    scale = display_scale(*np.shape(pixel_nll)) if scale is None else scale
     png = io.BytesIO()
-    Image.fromarray(heatmap(pixel_nll, max_bits)).save(png, format="PNG")
+    enlarge(Image.fromarray(heatmap(pixel_nll, max_bits)), scale).save(png, format="PNG")
     return png.getvalue()
+
+
+def uniform_bits(model) -> float:
+    """What a uniform guess costs a pixel of ``model``'s data, in bits: the white of its heat maps."""
+    return math.log2(model.n_codes) if model.n_codes else model.image_shape[0] * model.n_bits
+
+
+def refuse_replacing(paths, overwrite: bool) -> None:
+    """Refuse, unless ``overwrite``, to write results over files that exist (``--out``, ``--heatmap``)."""
+    taken = [p for p in paths if Path(p).exists()]
+    if taken and not overwrite:
+        raise PixelModelsError(f"--out / --heatmap: {taken[0]} already exists ({len(taken)} files would be "
+                               "replaced); use --overwrite to replace them")
+
+
+def write_heatmaps(folder: str | Path, names: list[str], pixel_nll, model) -> None:
+    """One heat-map PNG per image (:func:`heatmap_png`) in ``folder``, named ``names``, each written atomically."""
+    for name, nll in zip(names, pixel_nll):
+        atomic_write(Path(folder) / name, heatmap_png(nll, uniform_bits(model)))
 
 
 def heatmap_names(inputs: Inputs) -> list[str]:
