@@ -6,7 +6,7 @@ import torch
 
 from pixelmodels import create_model
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.nn.incremental import StepMatrix
+from pixelmodels.nn.fast import StepMatrix
 
 
 def perturbed(image_shape, n_classes=None, preset="small", **overrides):
@@ -36,7 +36,7 @@ def check_every_step(model, n, y, steps=None):
 
 @pytest.mark.parametrize("overrides", [
     {},  # one head, keys of 16, values of 32 features (the CPU path pads q, k to 32)
-    {"n_heads": 3, "key_size": 5, "value_size": 7, "attention": "explicit"},
+    {"n_heads": 3, "key_size": 5, "value_size": 7},
     {"n_heads": 2, "key_size": 8, "value_size": 3, "likelihood": "categorical"},
 ])
 def test_cached_params_equal_the_full_pass_small_preset(overrides):

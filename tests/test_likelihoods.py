@@ -344,7 +344,6 @@ def test_head_contract(head):
     if isinstance(head, LogisticMixtureHead):
         k, c = head.n_mixtures, head.n_channels
         assert head.n_params == k * (1 + 2 * c) + (3 * k if c == 3 else 0)
-    assert head.within_pixel == (not isinstance(head, CategoricalHead))
     noise = head.noise(4, torch.Generator().manual_seed(5))
     again = torch.rand(noise.shape, generator=torch.Generator().manual_seed(5))
     assert torch.equal(noise, again), "noise is not one torch.rand call"

@@ -266,7 +266,7 @@ def test_weight_normed_gated_pixelcnn_is_causal(c, n_classes, train):
     y = torch.tensor([0, 3]) if n_classes else None
     groups = model.head.param_groups()
     for i, j, ch in itertools.product(range(h), range(w), range(c)):
-        xs = model.scale(x).requires_grad_(True)
+        xs = model.embed(x).requires_grad_(True)
         (grad,) = torch.autograd.grad(model.network(xs, model.condition(y))[1, groups == ch, i, j].sum(), xs)
         allowed = torch.zeros(c, h, w, dtype=torch.bool)
         allowed[:, :i] = True

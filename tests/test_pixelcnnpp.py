@@ -46,7 +46,7 @@ def test_any_image_size_is_padded_inside_to_multiples_of_4():
 def test_receptive_field_covers_every_earlier_pixel():
     model = create_model("pixelcnnpp", image_shape=(1, 8, 8), n_bits=3, preset="tiny", n_blocks=2).double()
     for i, j in [(7, 7), (7, 0), (4, 3)]:
-        x = model.scale(torch.randint(0, 8, (1, 1, 8, 8))).requires_grad_(True)
+        x = model.embed(torch.randint(0, 8, (1, 1, 8, 8))).requires_grad_(True)
         (g,) = torch.autograd.grad(model.network(x, None)[0, :, i, j].sum(), x)
         field = g[0, 0] != 0
         expected = torch.zeros(8, 8, dtype=torch.bool)

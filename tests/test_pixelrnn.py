@@ -29,7 +29,7 @@ def fields(model, points):
     independent, which tests/test_models.py checks).
     """
     x = torch.randint(0, 8, (len(points),) + tuple(model.image_shape))
-    x = model.scale(x).requires_grad_(True)
+    x = model.embed(x).requires_grad_(True)
     params = model.network(x, None)
     groups = model.head.param_groups()
     total = 0
@@ -133,7 +133,7 @@ def test_skew_shifts_row_i_right_by_i_and_unskew_inverts_it():
 def test_first_rows_alone_give_the_full_pass_values(name):
     """What ``receptive_rows = H - 1`` promises the sampler: rows below never matter."""
     model = make(name, 3, 7, 6)
-    x = model.scale(torch.randint(0, 8, (2, 3, 7, 6)))
+    x = model.embed(torch.randint(0, 8, (2, 3, 7, 6)))
     full = model.network(x, None)
     for rows in (1, 4):
         assert torch.allclose(model.network(x[:, :, :rows], None), full[:, :, :rows], atol=1e-12, rtol=0)

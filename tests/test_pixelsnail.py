@@ -5,12 +5,10 @@ import itertools
 import pytest
 import torch
 
+import pixelmodels.nn.attention
 from pixelmodels import create_model
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.nn import CausalSelfAttention, causal_attention, weight_normed_layers
-
-PATHS = [False, True]  # explicit=False (SDPA), explicit=True (materialized)
-
 
 def qkv(b=2, heads=2, t=9, dk=4, dv=6, dtype=torch.float64):
     return (torch.randn(b, heads, t, dk, dtype=dtype), torch.randn(b, heads, t, dk, dtype=dtype),
@@ -35,20 +33,17 @@ def leaky_attention(q, k, v):
 
 
 @pytest.mark.parametrize("t,heads,dk,dv", [(1, 1, 4, 4), (2, 1, 3, 3), (7, 2, 4, 6), (33, 3, 8, 2), (64, 1, 16, 32)])
-def test_sdpa_and_explicit_equal_the_direct_computation(t, heads, dk, dv):
+def test_attention_equals_the_direct_computation(t, heads, dk, dv):
     q, k, v = qkv(3, heads, t, dk, dv)
-    expected = direct_attention(q, k, v)
-    for explicit in PATHS:
-        out = causal_attention(q, k, v, explicit=explicit)
-        assert out.shape == (3, heads, t, dv) and out.dtype == torch.float64
-        assert torch.allclose(out, expected, atol=1e-12, rtol=1e-10)
-        assert torch.equal(out[:, :, 0], torch.zeros_like(out[:, :, 0]))  # exactly zero, not small
+    out = causal_attention(q, k, v)
+    assert out.shape == (3, heads, t, dv) and out.dtype == torch.float64
+    assert torch.allclose(out, direct_attention(q, k, v), atol=1e-12, rtol=1e-10)
+    assert torch.equal(out[:, :, 0], torch.zeros_like(out[:, :, 0]))  # exactly zero, not small
 
 
-@pytest.mark.parametrize("explicit", PATHS)
-def test_output_t_depends_on_keys_and_values_before_t_and_its_own_query_only(explicit):
+def test_output_t_depends_on_keys_and_values_before_t_and_its_own_query_only():
     q, k, v = (a.requires_grad_(True) for a in qkv(1, 2, 6, 4, 5))
-    out = causal_attention(q, k, v, explicit=explicit)
+    out = causal_attention(q, k, v)
     for t in range(6):
         gq, gk, gv = torch.autograd.grad(out[:, :, t].sum(), (q, k, v), retain_graph=True, allow_unused=False)
         assert gk[:, :, t:].abs().max() == 0 and gv[:, :, t:].abs().max() == 0
@@ -62,13 +57,12 @@ def test_output_t_depends_on_keys_and_values_before_t_and_its_own_query_only(exp
             assert t == 1 or (gk[:, :, :t].abs().sum(-1) > 0).all()  # one key alone: softmax is 1, flat in k
 
 
-@pytest.mark.parametrize("explicit", PATHS)
-def test_the_last_position_reaches_no_output(explicit):
+def test_the_last_position_reaches_no_output():
     q, k, v = qkv(2, 2, 16, 4, 4)
     k2, v2 = k.clone(), v.clone()
     k2[:, :, -1] += 5.0
     v2[:, :, -1] += 100.0
-    assert torch.equal(causal_attention(q, k, v, explicit=explicit), causal_attention(q, k2, v2, explicit=explicit))
+    assert torch.equal(causal_attention(q, k, v), causal_attention(q, k2, v2))
     # the comparison does catch the leak: the large-negative-mask softmax moves its first row
     assert not torch.equal(leaky_attention(q, k, v)[:, :, 0], leaky_attention(q, k2, v2)[:, :, 0])
 
@@ -82,7 +76,8 @@ def test_attention_dropout_only_in_training():
     assert out_eval.shape == (2, 8, 4, 4)
     assert torch.equal(out_eval, attn(a, b))
     assert not torch.allclose(out_train, out_eval)
-    q, k, v = attn.project(a, b)
+    k, v = attn.key_value(b).split([2 * 3, 2 * 4], dim=1)
+    q, k, v = attn._heads(attn.query(a), 3), attn._heads(k, 3), attn._heads(v, 4)
     assert torch.allclose(out_eval.flatten(2).unflatten(1, (2, 4)).transpose(2, 3), direct_attention(q, k, v))
 
 
@@ -101,7 +96,7 @@ def test_model_is_causal_first_and_last_pixel(likelihood, c, n_classes, train):
     m = model(c, n_classes, likelihood).train(train)
     x = torch.randint(0, 8, (2, c, 8, 8))
     y = torch.tensor([1, 3]) if n_classes else None
-    xs = m.scale(x).requires_grad_(True)
+    xs = m.embed(x).requires_grad_(True)
     torch.manual_seed(1)
     params = m.network(xs, m.condition(y))
     for i, j in [(0, 0), (0, 1), (3, 5), (7, 7)]:
@@ -115,7 +110,7 @@ def test_model_is_causal_first_and_last_pixel(likelihood, c, n_classes, train):
         x2 = x.clone()
         x2[:, :, i, j] = (x2[:, :, i, j] + 3) % 8
         torch.manual_seed(1)
-        params2 = m.network(m.scale(x2), m.condition(y))
+        params2 = m.network(m.embed(x2), m.condition(y))
         later = torch.zeros(8, 8, dtype=torch.bool)
         later[i, j + 1:] = True
         later[i + 1:] = True
@@ -123,12 +118,12 @@ def test_model_is_causal_first_and_last_pixel(likelihood, c, n_classes, train):
         assert later.any() == (not torch.equal(params.detach(), params2))  # the first pixel does move later ones
 
 
-def test_attention_gives_every_earlier_pixel_to_a_late_one():
+def test_attention_gives_every_earlier_pixel_to_a_late_one(monkeypatch):
     m = model(1, h=16, w=16, n_blocks=1).eval()
     i, j = 15, 8
 
     def field():
-        xs = m.scale(torch.randint(0, 8, (1, 1, 16, 16))).requires_grad_(True)
+        xs = m.embed(torch.randint(0, 8, (1, 1, 16, 16))).requires_grad_(True)
         (g,) = torch.autograd.grad(m.network(xs, None)[0, :, i, j].sum(), xs)
         return g[0, 0] != 0
 
@@ -136,7 +131,8 @@ def test_attention_gives_every_earlier_pixel_to_a_late_one():
     expected[:i] = True
     expected[i, :j] = True
     assert torch.equal(field(), expected)
-    m.blocks[0].attention.attend = lambda q, k, v: v * 0  # the convolutions alone reach three rows up
+    # the convolutions alone reach three rows up
+    monkeypatch.setattr(pixelmodels.nn.attention, "causal_attention", lambda q, k, v, p: v * 0)
     local = field()
     assert not local[:i - 3].any() and local[i - 3].any() and not local[0, 15]
 
@@ -144,22 +140,25 @@ def test_attention_gives_every_earlier_pixel_to_a_late_one():
 def test_first_rows_alone_give_the_same_outputs():
     """The sampler runs the network on rows 0..i (``receptive_rows = H - 1``): same outputs there."""
     m = model(3, h=6, w=5).eval()
-    xs = m.scale(torch.randint(0, 8, (2, 3, 6, 5)))
+    xs = m.embed(torch.randint(0, 8, (2, 3, 6, 5)))
     assert m.receptive_rows == 5
     full = m.network(xs, None)
     for rows in (1, 3):
         assert torch.allclose(m.network(xs[:, :, :rows], None), full[:, :, :rows], atol=1e-12)
 
 
-def test_sdpa_and_explicit_models_agree():
+def test_the_model_with_sdpa_equals_the_model_with_direct_attention(monkeypatch):
     m = model(3, 4)
     x = torch.randint(0, 8, (2, 3, 8, 8))
     y = torch.tensor([0, 2])
     m.eval()
     a = m.log_prob(x, y, per_pixel=True)
-    for block in m.blocks:
-        block.attention.explicit = True
-    assert torch.allclose(a, m.log_prob(x, y, per_pixel=True), atol=1e-10)
+    calls = []
+    monkeypatch.setattr(pixelmodels.nn.attention, "causal_attention",
+                        lambda q, k, v, p: calls.append(p) or direct_attention(q, k, v))
+    b = m.log_prob(x, y, per_pixel=True)
+    assert calls == [0.0] * len(m.blocks)  # the direct computation did run, in every block
+    assert torch.allclose(a, b, atol=1e-10)
 
 
 def test_class_conditioning_reaches_every_residual_layer():
@@ -195,8 +194,10 @@ def test_data_dependent_init_standardizes_every_layer_and_stays_finite():
 
 
 def test_bad_attention_option_is_a_clear_error():
-    with pytest.raises(PixelModelsError, match=r"--attention: expected one of \['sdpa', 'explicit'\], found 'flash'"):
-        create_model("pixelsnail", image_shape=(1, 8, 8), preset="tiny", attention="flash")
+    with pytest.raises(PixelModelsError, match=r"pixelsnail: unknown options \['attention'\]"):
+        create_model("pixelsnail", image_shape=(1, 8, 8), preset="tiny", attention="explicit")
+    # a config of an earlier version holds attention="sdpa", what every model now computes: it loads
+    assert create_model("pixelsnail", image_shape=(1, 8, 8), preset="tiny", attention="sdpa").n_parameters() > 0
     with pytest.raises(PixelModelsError, match="--key-size: expected at least 1, found 0"):
         create_model("pixelsnail", image_shape=(1, 8, 8), preset="tiny", key_size=0)
 
@@ -209,7 +210,8 @@ def test_sdpa_needs_no_t_by_t_memory_on_cpu():
     peak = max(e.cpu_memory_usage for e in prof.key_averages())
     assert peak < 2048 * 2048 * 4 / 4  # a quarter of one materialized float32 (T, T) matrix
     with torch.profiler.profile(profile_memory=True) as prof:
-        causal_attention(q, k, v, explicit=True)
+        scores = (q @ k.transpose(-2, -1)).masked_fill(~torch.ones(2048, 2048, dtype=torch.bool).tril(-1), -1e9)
+        torch.softmax(scores, dim=-1) @ v  # the materialized computation
     assert max(e.cpu_memory_usage for e in prof.key_averages()) >= 2048 * 2048 * 4
 
 

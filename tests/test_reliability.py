@@ -1,6 +1,6 @@
 """Crash-proof training: SIGKILL at any moment and resume, SIGTERM saves, non-finite losses are skipped.
 
-The kills go through the test hooks of ``PIXELMODELS_FAULTS`` (see ``training.Faults``) and, once, through
+The kills go through the fault injection of ``faults.py`` (beside this file) and, once, through
 a timer at a random moment. Every run is a separate process with one thread and deterministic algorithms,
 so an interrupted and resumed run must end with bitwise the weights of an uninterrupted one.
 """
@@ -13,23 +13,22 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from pixelmodels.cli import main
 
+import faults
 from formats import write_mnist
 
+FAULTY = str(Path(__file__).with_name("faults.py"))  # python faults.py SPEC ARGS: pixelmodels ARGS with SPEC
 STEPS = 8
 
 
-def env(faults=None):
-    e = dict(os.environ, PIXELMODELS_NO_DOWNLOAD="1", OMP_NUM_THREADS="1")
-    e.pop("PIXELMODELS_FAULTS", None)
-    if faults:
-        e["PIXELMODELS_FAULTS"] = faults
-    return e
+def env():
+    return dict(os.environ, PIXELMODELS_NO_DOWNLOAD="1", OMP_NUM_THREADS="1")
 
 
 @pytest.fixture
@@ -48,8 +47,9 @@ def args(data, out, *extra):
 
 
 def cli(argv, faults=None, **kw):
-    return subprocess.run([sys.executable, "-m", "pixelmodels", *argv], env=env(faults), capture_output=True,
-                          text=True, timeout=300, **kw)
+    command = ["-m", "pixelmodels"] if faults is None else [FAULTY, faults]
+    return subprocess.run([sys.executable, *command, *argv], env=env(), capture_output=True, text=True,
+                          timeout=300, **kw)
 
 
 def weights(out):
@@ -148,7 +148,7 @@ def records(out):
 
 def test_non_finite_losses_are_skipped_and_counted(tmp_path, data, monkeypatch):
     monkeypatch.setenv("PIXELMODELS_NO_DOWNLOAD", "1")
-    monkeypatch.setenv("PIXELMODELS_FAULTS", "nan@2,3")
+    faults.install("nan@2,3", monkeypatch.setattr)
     out = tmp_path / "nan"
     assert main(args(data, out, "--max-steps", "4", "--max-bad-steps", "3")) == 0
     log = records(out)
@@ -167,7 +167,7 @@ def test_a_skipped_step_changes_no_weight(tmp_path, data, monkeypatch):
     trainer = Trainer(run, tmp_path / "t")
     trainer.out.mkdir()
     x, y, _ = trainer._batch(next(trainer.batches(0)))
-    trainer.faults.nan_attempts = {1}
+    faults.install("nan@1", monkeypatch.setattr)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     ema = [p.detach().clone() for p in trainer.ema.model.parameters()]
     adam = trainer.opt.state_dict()

@@ -53,7 +53,7 @@ def test_sampler_matches_the_naive_loop(name, likelihood, c, n_classes):
 def test_receptive_rows_bounds_the_dependence(name):
     model = create_model(name, image_shape=(1, 24, 5), n_bits=3, preset="tiny").double()
     reach, i = model.receptive_rows, 23
-    x = model.scale(torch.randint(0, 8, (1, 1, 24, 5))).requires_grad_(True)
+    x = model.embed(torch.randint(0, 8, (1, 1, 24, 5))).requires_grad_(True)
     (g,) = torch.autograd.grad(model.network(x, None)[0, :, i].sum(), x)
     rows = g[0, 0].abs().sum(1) > 0
     assert not rows[: i - reach].any() and rows[i - reach]  # a bound, and a tight one

@@ -76,13 +76,3 @@ def any_rank(flag: bool, world: World, device: torch.device) -> bool:
     if not world.distributed:
         return flag
     return bool(all_reduce_sum(torch.tensor([float(flag)], device=device), world).item() > 0)
-
-
-def barrier(world: World) -> None:
-    if world.distributed:
-        dist.barrier()
-
-
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()

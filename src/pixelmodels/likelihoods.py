@@ -16,9 +16,7 @@ A head is the half of a model that turns the network's output ``params``
 * ``param_groups()``: the image channel (n_params,) each parameter belongs
   to; a channel-masked network gives its output layer these groups, so a
   parameter of group g depends only on channels < g of the current pixel;
-* ``within_pixel``: True when the head itself models how later channels of a
-  pixel depend on earlier ones, so it can follow a network that sees only
-  strictly earlier pixels.
+* ``bits_per_dim(nll, n_dims)`` turns NLL in nats into bits per dimension.
 
 Heads are ``nn.Module`` so a head may own parameters of its own
 (:class:`AutoregressiveCategoricalHead` does).
@@ -43,6 +41,12 @@ from pixelmodels.nn import MaskedConv2d
 
 MIN_LOG_SCALE = -7.0  # lower bound of the logistic log-scales, as in [1]'s code
 TINY_BIN = 1e-30  # below this bin width (in units of the scale), use the density at the bin centre
+
+
+def bits_per_dim(nll: torch.Tensor | float, n_dims: int) -> torch.Tensor | float:
+    """NLL in nats over ``n_dims`` dimensions (sub-pixels or codes) -> bits per dimension, in float32 or wider."""
+    nll = at_least_float32(nll) if torch.is_tensor(nll) else nll
+    return nll / (math.log(2) * n_dims)
 
 
 def at_least_float32(t: torch.Tensor) -> torch.Tensor:
@@ -89,8 +93,6 @@ class CategoricalHead(nn.Module):
     channels as independent given the parameters: with a channel-masked network
     the logits of channel c already depend on channels < c of the same pixel.
     """
-
-    within_pixel = False
 
     def __init__(self, n_channels: int, n_bits: int | None, n_values: int | None = None):
         super().__init__()
@@ -142,8 +144,6 @@ class AutoregressiveCategoricalHead(nn.Module):
     The small network runs in the likelihood's dtype (float32, or float64 for
     float64 params) with autocast off, its weights cast to that dtype.
     """
-
-    within_pixel = True
 
     def __init__(self, n_channels: int, n_bits: int | None, n_features: int, n_values: int | None = None):
         super().__init__()
@@ -226,7 +226,7 @@ class LogisticMixtureHead(nn.Module):
     [xs - h, xs + h] with h = 1 / (2**n_bits - 1), the lowest bin extended to
     -inf and the highest to +inf. For RGB, component k's means are
     mean_G + c0 * xs_R and mean_B + c1 * xs_R + c2 * xs_G, so the head models
-    the dependence within a pixel (``within_pixel = True``). Parameter groups:
+    the dependence within a pixel. Parameter groups:
     logits 0, mean and log-scale of channel c -> c, c0 -> 1, c1 and c2 -> 2.
 
     The probability of a middle bin, sigmoid(a) - sigmoid(b), is computed in log
@@ -238,8 +238,6 @@ class LogisticMixtureHead(nn.Module):
     coefficient terms, so samples follow exactly the distribution ``nll``
     scores; [1]'s code used the continuous value.
     """
-
-    within_pixel = True
 
     def __init__(self, n_channels: int, n_bits: int, n_mixtures: int = 10):
         super().__init__()

@@ -24,11 +24,12 @@ from tqdm.auto import tqdm
 from pixelmodels import checkpoint as ckpt
 from pixelmodels import distributed
 from pixelmodels.config import RunConfig, TrainConfig
+from pixelmodels.settings import MAX_COUNT
 from pixelmodels.distributed import World, all_reduce_sum, shard
 from pixelmodels.errors import PixelModelsError, TrainingInterrupted
-from pixelmodels.evaluation import autocast, evaluate, keep_freed_memory, resolve_precision, sample_grid
-from pixelmodels.faults import Faults
+from pixelmodels.evaluation import autocast, evaluate, resolve_precision, sample_grid
 from pixelmodels.imageio import make_grid, save_grid
+from pixelmodels.likelihoods import bits_per_dim
 
 
 class EMA:
@@ -59,23 +60,19 @@ class EMA:
 class Trainer:
     """Trains ``model`` into the run directory ``out``; usually ``runs.build_trainer(run, out).fit()``.
 
-    ``run`` is resolved (``run.model`` is ``model.config``; ``runs.resolve_train_config`` filled ``run.train``);
-    ``faults``: the reliability tests' hooks, none by default. Under ``torchrun`` every rank builds a Trainer:
+    ``run`` is resolved (``run.model`` is ``model.config``; ``runs.resolve_train_config`` filled ``run.train``).
+    Under ``torchrun`` every rank builds a Trainer:
     ``batch_size`` is the global batch, each rank trains on its part of it through DistributedDataParallel,
     and only rank 0 writes anything.
     """
 
     def __init__(self, run: RunConfig, model, train_set, test_set, out: str | Path, *, world: World = World(),
-                 device: torch.device | None = None, resume: bool = False, progress: bool | None = None,
-                 faults: Faults | None = None):
+                 device: torch.device | None = None, resume: bool = False, progress: bool | None = None):
         self.out, self.world, self.progress = Path(out), world, progress
         self.device = device or next(model.parameters()).device
-        if self.device.type == "cpu":
-            keep_freed_memory()  # the step's activations reuse freed memory instead of fresh zeroed pages
         t = dataclasses.replace(run.train, precision=resolve_precision(run.train.precision, self.device))
         self.run = run = dataclasses.replace(run, train=t)  # config.json records the precision that ran
         self.model, self.train_set, self.test_set = model, train_set, test_set
-        self.faults = Faults() if faults is None else faults
         self.channels_last = self.device.type == "cuda" if t.channels_last is None else t.channels_last
         if not resume:  # every rank initializes on the same whole first batch
             self.model.initialize_from_data(*self._batch(next(self.batches(0)), whole=True))
@@ -108,7 +105,6 @@ class Trainer:
                                     device=self.device)
         ckpt.write_json(self.out / ckpt.CONFIG, self.run.to_dict())
         ckpt.save_weights(self.out / ckpt.WEIGHTS, self.ema.model.state_dict())
-        self.faults.mid_save(self.out / ckpt.STATE, state)
         ckpt.save_state(self.out / ckpt.STATE, state)
 
     # -- logging ------------------------------------------------------------
@@ -160,8 +156,7 @@ class Trainer:
             params = self.net(x, y, cond)
         nll = self.model.head.nll(params.float(), x).sum(dim=(1, 2))
         # The sum over this rank's images, scaled so that DDP's gradient average is the global batch mean.
-        loss = nll.sum() * (self.world.size / (n_global * math.log(2) * math.prod(self.model.image_shape)))
-        loss = self.faults.poison(loss)
+        loss = bits_per_dim(nll.sum() * self.world.size / n_global, math.prod(self.model.image_shape))
         bpd = all_reduce_sum(loss.detach(), self.world).item() / self.world.size
         if not math.isfinite(bpd):
             self.bad_steps += 1
@@ -258,7 +253,8 @@ class Trainer:
                 t.max_minutes is not None and self.train_seconds >= 60 * t.max_minutes)
 
         while self.epoch < t.epochs and not done():
-            bar = tqdm(total=n_batches, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{t.epochs}",
+            of = f"/{t.epochs}" if t.epochs < MAX_COUNT else ""  # no limit of epochs: --max-steps is the limit
+            bar = tqdm(total=n_batches, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}{of}",
                        disable=(None if self.progress is None else not self.progress) if self.world.main else True,
                        leave=False, dynamic_ncols=True)
             running, tick = None, time.perf_counter()
@@ -282,7 +278,6 @@ class Trainer:
                     tick = now
                 if stepped and t.checkpoint_every_steps and self.step % t.checkpoint_every_steps == 0:
                     self.save()
-                self.faults.after_step(self.step)
                 self._stop_if_signalled()
                 if done():
                     break

@@ -9,26 +9,42 @@ distribution parameters at every position; ``model.log_prob`` and
 [-1, 1], or a learned embedding of each code), ``c`` the ``Condition`` the
 model's one ``Conditioning`` component made (None when unconditional).
 
-A family's cached sampler (``models/<family>_cache.py``) subclasses ``SamplingCache``;
-the registry entry names it, which sets the model class's ``cache_class``, and
-``model.sampling_cache(n, y)`` builds one for a sampling run.
+A family's cached sampler (``models/<family>_cache.py``) subclasses ``SamplingCache``
+and names the model class it serves (``class PixelCNNCache(SamplingCache, model=PixelCNN)``),
+which sets that class's ``cache_class``; ``model.sampling_cache(n, y)`` builds one for a
+sampling run. ``ModelOptions`` holds the options every family has: the likelihood head and
+weight normalization.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 
 from pixelmodels.config import ModelConfig
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.likelihoods import make_head
+from pixelmodels.likelihoods import bits_per_dim, make_head, scale_values
 from pixelmodels.nn.conditioning import Condition, Conditioning
 from pixelmodels.nn.init import data_dependent_init
+from pixelmodels.settings import LIKELIHOODS, MAX_MIXTURES, Settings, setting
 
 CODE_FEATURES = 64  # features of a code's learned embedding (the network's input channels for code maps)
+
+
+@dataclass
+class ModelOptions(Settings):
+    """The options of every family (a family's options dataclass adds its own); a family whose paper
+    settles them differently says so when it registers (``register_model(..., defaults=...)``)."""
+
+    likelihood: str = setting("categorical", "the likelihood head (on a channel-masked network the logistic "
+                              "mixture's means and mixture weights are channel-masked too)", choices=LIKELIHOODS)
+    n_mixtures: int = setting(10, "components of the logistic mixture", ge=1, le=MAX_MIXTURES)
+    weight_norm: bool = setting(False, "weight-normalize every convolution of the network (per output feature, "
+                                "so every mask and thus causality is kept)")
+    data_init: bool = setting(True, "with weight_norm: data-dependent initialization on the first training batch")
 
 
 class SamplingCache:
@@ -47,6 +63,11 @@ class SamplingCache:
     completion keeps (the whole pixel known) it calls ``step`` once, so the cache sees it.
     """
 
+    def __init_subclass__(cls, model: type[AutoregressiveModel] | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if model is not None:
+            model.cache_class = cls
+
     def __init__(self, model: AutoregressiveModel, n: int, c: Condition | None):
         self.model, self.n = model, n
 
@@ -63,7 +84,7 @@ class AutoregressiveModel(nn.Module):
         channel_masked: True when the network masks channels within a pixel, so
             sampling needs one network pass per sub-pixel rather than per pixel.
         receptive_rows: a bound on the rows above that reach a row, or None.
-        cache_class: the family's ``SamplingCache``, set by its registry entry.
+        cache_class: the family's ``SamplingCache``, set where that cache is declared.
         conditioning: the one component that turns labels into every layer's bias.
     """
 
@@ -85,7 +106,7 @@ class AutoregressiveModel(nn.Module):
         self.n_classes = config.n_classes
         self.cond_shape = config.cond_shape
         self.head = make_head(options.likelihood, config.image_shape[0], config.n_bits,
-                              n_mixtures=getattr(options, "n_mixtures", 10), masked=self.channel_masked,
+                              n_mixtures=options.n_mixtures, masked=self.channel_masked,
                               n_features=self.head_features(), n_codes=config.n_codes)
         self.code_embedding = nn.Embedding(config.n_codes, CODE_FEATURES) if config.n_codes else None
         self.conditioning = Conditioning(config.n_classes, config.cond_shape, self.network_size)
@@ -115,21 +136,25 @@ class AutoregressiveModel(nn.Module):
         intensities in [0, 2**n_bits) scaled to [-1, 1], or each code's learned embedding."""
         if self.code_embedding is not None:
             return self.code_embedding(x[:, 0].long()).movedim(-1, 1)
-        dtype = next(self.parameters()).dtype
-        return x.to(dtype) * (2.0 / (2**self.n_bits - 1)) - 1.0
+        return scale_values(x, self.n_bits, next(self.parameters()).dtype)
 
-    scale = embed  # the name for images
-
-    def check_input(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
-        """Refuse images or labels the model cannot take, with a clear message."""
+    def check_images(self, x: torch.Tensor, what: str = "images") -> None:
+        """Refuse inputs the model cannot take (shape, dtype, values), naming ``what`` and what was found."""
         if x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.image_shape):
             raise PixelModelsError(
-                f"images: expected shape (B, {', '.join(map(str, self.image_shape))}), found {tuple(x.shape)}"
-            )
-        compiling = torch.compiler.is_compiling()
-        if self.n_codes and x.numel() and not compiling and (x.min() < 0 or x.max() >= self.n_codes):
-            bad = x[(x < 0) | (x >= self.n_codes)][0].item()
-            raise PixelModelsError(f"codes: expected values in 0..{self.n_codes - 1}, found {bad}")
+                f"{what}: expected shape (B, {', '.join(map(str, self.image_shape))}), found {tuple(x.shape)}")
+        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+            raise PixelModelsError(f"{what}: expected integer images (what the datasets give), found dtype {x.dtype}")
+        # the range check reads the values: skipped inside torch.compile (it would break the graph)
+        top = self.n_codes or 2**self.n_bits
+        if x.numel() and not torch.compiler.is_compiling() and (int(x.min()) < 0 or int(x.max()) >= top):
+            bad = x[(x.long() < 0) | (x.long() >= top)][0].item()
+            kind = "codes" if self.n_codes else f"{what} of {self.n_bits}-bit values"
+            raise PixelModelsError(f"{kind}: expected values in 0..{top - 1}, found {bad}")
+
+    def check_input(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
+        """Refuse images or labels the model cannot take; the labels as ``check_labels`` gives them."""
+        self.check_images(x)
         return self.check_labels(y, x.shape[0], x.device)
 
     def check_labels(self, y, n: int, device=None) -> torch.Tensor | None:
@@ -143,8 +168,7 @@ class AutoregressiveModel(nn.Module):
             y = y.expand(n)
         if y.shape[0] != n:
             raise PixelModelsError(f"labels: expected {n} labels, found {y.shape[0]}")
-        # the range check reads the labels' values: skipped inside torch.compile (it would break the graph);
-        # the trainer's labels come from the dataset and the CLI checks --class
+        # the range check reads the values: skipped inside torch.compile (it would break the graph)
         if y.numel() and not torch.compiler.is_compiling() and (y.min() < 0 or y.max() >= self.n_classes):
             bad = y[(y < 0) | (y >= self.n_classes)][0].item()
             raise PixelModelsError(f"labels: expected class labels in 0..{self.n_classes - 1}, found {bad}")
@@ -206,13 +230,13 @@ class AutoregressiveModel(nn.Module):
     def bits_per_dim(self, x: torch.Tensor, y: torch.Tensor | None = None, cond: torch.Tensor | None = None
                      ) -> torch.Tensor:
         """Per-example bits per dimension, NLL / (ln 2 * C * H * W), in float32."""
-        return -self.log_prob(x, y, cond).float() / (math.log(2) * math.prod(self.image_shape))
+        return bits_per_dim(-self.log_prob(x, y, cond), math.prod(self.image_shape))
 
     def initialize_from_data(self, x: torch.Tensor, y: torch.Tensor | None = None,
                              cond: torch.Tensor | None = None) -> None:
         """Data-dependent initialization of the weight-normalized layers on a real batch, for models with
         options ``weight_norm`` and ``data_init`` both on (the trainer calls it on a new run's first batch)."""
-        if getattr(self.options, "weight_norm", False) and getattr(self.options, "data_init", False):
+        if self.options.weight_norm and self.options.data_init:
             data_dependent_init(self, x, y, cond)
 
     def n_parameters(self) -> int:

@@ -37,16 +37,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixelmodels.models.base import AutoregressiveModel
+from pixelmodels.models.base import AutoregressiveModel, ModelOptions
+from pixelmodels.models.registry import register_model
 from pixelmodels.nn import DownShiftedConv2d, MaskedConv2d, channel_groups, down_shift
-from pixelmodels.nn.activations import tanh_gate
 from pixelmodels.nn.conditioning import Condition, Conditioning
-from pixelmodels.nn.shifted import Conv1x1, maybe_weight_norm
-from pixelmodels.settings import LIKELIHOODS, MAX_FEATURES, MAX_KERNEL, MAX_LAYERS, MAX_MIXTURES, Settings, setting
+from pixelmodels.settings import MAX_FEATURES, MAX_KERNEL, MAX_LAYERS, setting
 
 
 @dataclass
-class GatedPixelCNNOptions(Settings):
+class GatedPixelCNNOptions(ModelOptions):
     """Hyperparameters of ``gated-pixelcnn`` (each field's help and range beside it)."""
 
     n_channels: int = setting(128, "features of each stack", ge=1, le=MAX_FEATURES)
@@ -54,12 +53,6 @@ class GatedPixelCNNOptions(Settings):
     kernel_size: int = setting(5, "k of the layers after the first", ge=1, le=MAX_KERNEL, odd=True)
     input_kernel_size: int = setting(7, "k of the first layer", ge=1, le=MAX_KERNEL, odd=True)
     n_out_channels: int = setting(1024, "features of the hidden 1x1 output layer", ge=1, le=MAX_FEATURES)
-    likelihood: str = setting("categorical", "the likelihood head (logistic-mixture: channel-masked means and "
-                              "mixture weights)", choices=LIKELIHOODS)
-    n_mixtures: int = setting(10, "components of the logistic mixture", ge=1, le=MAX_MIXTURES)
-    weight_norm: bool = setting(False, "weight-normalize every convolution (per output feature, so every mask and "
-                                "thus causality is kept; what main.py --norm_layer True gets instead of batch "
-                                "normalization)")
 
 
 PRESETS = {
@@ -70,8 +63,9 @@ PRESETS = {
 
 
 def gate(x: torch.Tensor) -> torch.Tensor:
-    """tanh(first half) * sigmoid(second half) over the feature dimension (``pixelmodels.nn.tanh_gate``)."""
-    return tanh_gate(x)
+    """tanh(first half) * sigmoid(second half) over the feature dimension."""
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
 
 
 class GatedLayer(nn.Module):
@@ -82,8 +76,8 @@ class GatedLayer(nn.Module):
         groups = channel_groups(n, n_groups)
         gate_groups = torch.cat([groups, groups])  # tanh half and sigmoid half
         in_groups = channel_groups(in_ch, n_groups)
-        self.v_conv = DownShiftedConv2d(in_ch, 2 * n, (k // 2 + 1, k), weight_norm=False)
-        self.v_to_h = Conv1x1(2 * n, 2 * n)  # nn.Conv2d(2n, 2n, 1) as a matrix product
+        self.v_conv = DownShiftedConv2d(in_ch, 2 * n, (k // 2 + 1, k))
+        self.v_to_h = nn.Conv2d(2 * n, 2 * n, 1)
         self.h_conv = MaskedConv2d(in_ch, 2 * n, k, "A" if first else "B", n_groups,
                                    out_groups=gate_groups, in_groups=in_groups, shape="row")
         self.h_out = MaskedConv2d(n, n, 1, "B", n_groups)
@@ -91,12 +85,12 @@ class GatedLayer(nn.Module):
         self.h_class = conditioning.bias(2 * n)
         self.residual = not first
 
-    def forward(self, v, h, c: Condition | None, last: bool = False):
-        """The next (v, h); v is None after the ``last`` layer (nothing reads it)."""
+    def forward(self, v, h, c: Condition | None):
+        """The next (v, h)."""
         v_pre = self.v_class.add(self.v_conv(v), c)  # (B, 2n, H, W), rows <= i
         h_pre = self.h_class.add(self.h_conv(h) + self.v_to_h(down_shift(v_pre)), c)
         h_new = self.h_out(gate(h_pre))
-        return None if last else gate(v_pre), (h + h_new if self.residual else h_new)
+        return gate(v_pre), (h + h_new if self.residual else h_new)
 
 
 class GatedPixelCNN(AutoregressiveModel):
@@ -115,9 +109,6 @@ class GatedPixelCNN(AutoregressiveModel):
         self.out_hidden = MaskedConv2d(n, options.n_out_channels, 1, "B", c)
         self.out = MaskedConv2d(options.n_out_channels, self.head.n_params, 1, "B", c,
                                 out_groups=self.head.param_groups())
-        if options.weight_norm:  # the mask multiplies the normalized weight, so it still zeroes the future
-            for conv in [m for m in self.modules() if isinstance(m, nn.Conv2d)]:
-                maybe_weight_norm(conv, True)
 
     @property
     def receptive_rows(self) -> int:
@@ -126,6 +117,9 @@ class GatedPixelCNN(AutoregressiveModel):
 
     def network(self, x: torch.Tensor, c: Condition | None) -> torch.Tensor:
         v = h = x  # (B, C, H, W)
-        for k, layer in enumerate(self.layers):
-            v, h = layer(v, h, c, last=k == len(self.layers) - 1)  # (B, n, H, W) each
+        for layer in self.layers:
+            v, h = layer(v, h, c)  # (B, n, H, W) each
         return self.out(F.relu(self.out_hidden(F.relu(h))))  # (B, C*K, H, W)
+
+
+register_model("gated-pixelcnn", GatedPixelCNN, GatedPixelCNNOptions, PRESETS)

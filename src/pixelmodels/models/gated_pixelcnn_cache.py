@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pixelmodels.models.base import SamplingCache
 from pixelmodels.models.gated_pixelcnn import GatedLayer, GatedPixelCNN, gate
 from pixelmodels.nn.conditioning import Condition
-from pixelmodels.nn.incremental import (OutputStack, PaddedBuffer, PreviousPixel, Reads, channels_last, conv_at_flat,
+from pixelmodels.nn.incremental import (OutputStack, PaddedBuffer, PreviousPixel, channels_last, conv_at_flat,
                                         conv_row, flat_taps, frozen, frozen_pointwise)
 
 
@@ -63,7 +63,7 @@ class _LayerCache:
         return h + h_new if self.residual else h_new
 
 
-class GatedPixelCNNCache(SamplingCache):
+class GatedPixelCNNCache(SamplingCache, model=GatedPixelCNN):
     """Fast exact generation for ``GatedPixelCNN``; see the module docstring for the schedule."""
 
     def __init__(self, model: GatedPixelCNN, n: int, c: Condition | None):
@@ -74,20 +74,6 @@ class GatedPixelCNNCache(SamplingCache):
         self.image = PreviousPixel(self.layers[0].h_in, model.embed)
         self.output = OutputStack(model.out_hidden, model.out)
         self.rows_done = 0  # vertical rows computed so far
-
-    def reads(self) -> Reads:
-        """What a step reads and computes (``Reads``): the horizontal stack at every step, the vertical
-        stack once per row (W * steps_per_position steps)."""
-        n, w = self.n, self.layers[0].link.shape[2]
-        every = w * self.model.steps_per_position
-        total = self.output.reads(n)
-        for layer in self.layers:
-            total += Reads.matrix(layer.h_conv[0], n) + Reads.matrix(layer.h_out[0], n)
-            total += Reads.biases(layer.h_conv[1], layer.h_out[1]) + Reads.cached(n * layer.h_conv[0].shape[1])
-            total += Reads.matrix(layer.v_conv[0], n * w, every) + Reads.matrix(layer.v_to_h[0], n * w, every)
-            total += Reads.biases(layer.v_conv[1], layer.v_to_h[1], every=every)
-            total += Reads.cached(layer.v_in.rows(0, layer.v_conv[0].shape[2]), every=every)
-        return total
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:

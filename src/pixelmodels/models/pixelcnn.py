@@ -30,14 +30,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixelmodels.models.base import AutoregressiveModel
+from pixelmodels.models.base import AutoregressiveModel, ModelOptions
+from pixelmodels.models.registry import register_model
 from pixelmodels.nn import MaskedConv2d
 from pixelmodels.nn.conditioning import Condition, Conditioning
-from pixelmodels.settings import LIKELIHOODS, MAX_FEATURES, MAX_KERNEL, MAX_LAYERS, MAX_MIXTURES, Settings, setting
+from pixelmodels.settings import MAX_FEATURES, MAX_KERNEL, MAX_LAYERS, setting
 
 
 @dataclass
-class PixelCNNOptions(Settings):
+class PixelCNNOptions(ModelOptions):
     """Hyperparameters of ``pixelcnn`` (each field's help and range beside it)."""
 
     n_channels: int = setting(128, "h; the residual stream has 2h features", ge=1, le=MAX_FEATURES)
@@ -45,9 +46,6 @@ class PixelCNNOptions(Settings):
     kernel_size: int = setting(3, "the masked convolution inside each block", ge=1, le=MAX_KERNEL, odd=True)
     input_kernel_size: int = setting(7, "the first (mask-A) convolution", ge=1, le=MAX_KERNEL, odd=True)
     n_out_channels: int = setting(1024, "features of the hidden 1x1 output layer", ge=1, le=MAX_FEATURES)
-    likelihood: str = setting("categorical", "the likelihood head (logistic-mixture: channel-masked means and "
-                              "mixture weights)", choices=LIKELIHOODS)
-    n_mixtures: int = setting(10, "components of the logistic mixture", ge=1, le=MAX_MIXTURES)
 
 
 PRESETS = {
@@ -98,3 +96,6 @@ class PixelCNN(AutoregressiveModel):
         for block in self.blocks:
             h = block(h, c)
         return self.out(F.relu(self.out_hidden(F.relu(h))))  # (B, C*K, H, W)
+
+
+register_model("pixelcnn", PixelCNN, PixelCNNOptions, PRESETS)

@@ -24,7 +24,7 @@ from pixelmodels.models.base import SamplingCache
 from pixelmodels.models.pixelcnn import PixelCNN
 from pixelmodels.nn import MaskedConv2d
 from pixelmodels.nn.conditioning import Condition
-from pixelmodels.nn.incremental import (OutputStack, PaddedBuffer, PreviousPixel, Reads, channels_last, conv_at_flat,
+from pixelmodels.nn.incremental import (OutputStack, PaddedBuffer, PreviousPixel, channels_last, conv_at_flat,
                                         flat_taps, frozen, frozen_pointwise)
 
 
@@ -37,17 +37,13 @@ class _MaskedAt:
         self.buffer = channels_last(PaddedBuffer(n, layer.in_channels, height, width, layer.pad,
                                                  device=weight.device, dtype=weight.dtype))
 
-    def reads(self, n: int) -> Reads:
-        """One call: the flattened taps, the bias and the window."""
-        return Reads.matrix(self.flat, n) + Reads.biases(self.bias) + Reads.cached(n * self.flat.shape[1])
-
     def __call__(self, value: torch.Tensor, i: int, j: int) -> torch.Tensor:
         """Write the layer's input (n, F) at (i, j), return its output (n, out) there."""
         self.buffer.write(i, j, value)
         return conv_at_flat(self.buffer.window(i, j, *self.kernel), self.flat, self.bias)
 
 
-class PixelCNNCache(SamplingCache):
+class PixelCNNCache(SamplingCache, model=PixelCNN):
     """Fast exact generation for ``PixelCNN``; see the module docstring for the schedule."""
 
     def __init__(self, model: PixelCNN, n: int, c: Condition | None):
@@ -58,15 +54,6 @@ class PixelCNNCache(SamplingCache):
         self.blocks = [(frozen_pointwise(b.reduce), _MaskedAt(b.conv, n, h, w), b.class_bias.frozen(c, (h, w)),
                         frozen_pointwise(b.expand)) for b in model.blocks]
         self.output = OutputStack(model.out_hidden, model.out)
-
-    def reads(self) -> Reads:
-        """What a step reads and computes (``Reads``): every layer, at every step."""
-        n = self.n
-        total = self.input.reads(n) + self.output.reads(n)
-        for reduce, conv, _, expand in self.blocks:
-            total += Reads.matrix(reduce[0], n) + conv.reads(n) + Reads.matrix(expand[0], n)
-            total += Reads.biases(reduce[1], expand[1])
-        return total
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:

@@ -42,7 +42,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixelmodels.models.base import AutoregressiveModel
+from pixelmodels.models.base import AutoregressiveModel, ModelOptions
+from pixelmodels.models.registry import register_model
 from pixelmodels.nn import (
     NIN,
     DownRightShiftedConv2d,
@@ -52,23 +53,20 @@ from pixelmodels.nn import (
     GatedResNet,
     down_shift,
     right_shift,
+    with_ones,
 )
 from pixelmodels.nn.conditioning import Condition
-from pixelmodels.settings import LIKELIHOODS, MAX_FEATURES, MAX_LAYERS, MAX_MIXTURES, Settings, setting
+from pixelmodels.settings import MAX_FEATURES, MAX_LAYERS, setting
 
 
 @dataclass
-class PixelCNNPPOptions(Settings):
+class PixelCNNPPOptions(ModelOptions):
     """Hyperparameters of ``pixelcnnpp`` (each field's help and range beside it)."""
 
     n_filters: int = setting(160, "features of both streams", ge=1, le=MAX_FEATURES)
     n_blocks: int = setting(5, "gated ResNet blocks per resolution on the up pass (one more on the down pass)",
                             ge=1, le=MAX_LAYERS)
-    n_mixtures: int = setting(10, "logistic mixture components (logistic-mixture head)", ge=1, le=MAX_MIXTURES)
     dropout: float = setting(0.5, "dropout probability inside the blocks", ge=0, lt=1, noun="a probability")
-    likelihood: str = setting("logistic-mixture", "the likelihood head", choices=LIKELIHOODS)
-    weight_norm: bool = setting(True, "weight-normalize every convolution")
-    data_init: bool = setting(True, "data-dependent initialization on the first training batch")
 
 
 PRESETS = {
@@ -77,7 +75,9 @@ PRESETS = {
     "default": dict(),
 }
 
-TRAIN_DEFAULTS = dict(lr=1e-3, lr_decay=0.999995, ema=0.9995, optimizer="adam", adam_betas=(0.95, 0.9995))
+# What the paper settles unlike ``ModelOptions``, and the reference code's training settings (PixelSNAIL's too).
+REFERENCE_OPTIONS = dict(likelihood="logistic-mixture", weight_norm=True)
+REFERENCE_TRAINING = dict(lr=1e-3, lr_decay=0.999995, ema=0.9995, optimizer="adam", adam_betas=(0.95, 0.9995))
 
 
 class PixelCNNPP(AutoregressiveModel):
@@ -87,26 +87,26 @@ class PixelCNNPP(AutoregressiveModel):
 
     def __init__(self, config, options: PixelCNNPPOptions):
         super().__init__(config, options)
-        c, n, wn = self.input_channels, options.n_filters, options.weight_norm
+        c, n = self.input_channels, options.n_filters
 
         def block(conv, n_aux):
-            return GatedResNet(n, conv, n_aux, self.conditioning, options.dropout, wn)
+            return GatedResNet(n, conv, n_aux, self.conditioning, options.dropout)
 
-        self.u_in = DownShiftedConv2d(c + 1, n, (2, 3), weight_norm=wn)
-        self.ul_in_above = DownShiftedConv2d(c + 1, n, (1, 3), weight_norm=wn)
-        self.ul_in_left = DownRightShiftedConv2d(c + 1, n, (2, 1), weight_norm=wn)
+        self.u_in = DownShiftedConv2d(c + 1, n, (2, 3))
+        self.ul_in_above = DownShiftedConv2d(c + 1, n, (1, 3))
+        self.ul_in_left = DownRightShiftedConv2d(c + 1, n, (2, 1))
         nb = options.n_blocks
         self.up_u = nn.ModuleList(nn.ModuleList(block(DownShiftedConv2d, 0) for _ in range(nb)) for _ in range(3))
         self.up_ul = nn.ModuleList(nn.ModuleList(block(DownRightShiftedConv2d, n) for _ in range(nb)) for _ in range(3))
-        self.down_u = nn.ModuleList(DownShiftedConv2d(n, n, (2, 3), stride=2, weight_norm=wn) for _ in range(2))
-        self.down_ul = nn.ModuleList(DownRightShiftedConv2d(n, n, (2, 2), stride=2, weight_norm=wn) for _ in range(2))
+        self.down_u = nn.ModuleList(DownShiftedConv2d(n, n, (2, 3), stride=2) for _ in range(2))
+        self.down_ul = nn.ModuleList(DownRightShiftedConv2d(n, n, (2, 2), stride=2) for _ in range(2))
         counts = [nb, nb + 1, nb + 1]
         self.dn_u = nn.ModuleList(nn.ModuleList(block(DownShiftedConv2d, n) for _ in range(m)) for m in counts)
         self.dn_ul = nn.ModuleList(nn.ModuleList(block(DownRightShiftedConv2d, 2 * n) for _ in range(m))
                                    for m in counts)
-        self.up_sample_u = nn.ModuleList(DownShiftedConvTranspose2d(n, n, weight_norm=wn) for _ in range(2))
-        self.up_sample_ul = nn.ModuleList(DownRightShiftedConvTranspose2d(n, n, weight_norm=wn) for _ in range(2))
-        self.out = NIN(n, self.head.n_params, weight_norm=wn)
+        self.up_sample_u = nn.ModuleList(DownShiftedConvTranspose2d(n, n) for _ in range(2))
+        self.up_sample_ul = nn.ModuleList(DownRightShiftedConvTranspose2d(n, n) for _ in range(2))
+        self.out = NIN(n, self.head.n_params)
 
     def head_features(self) -> int:
         return self.options.n_filters
@@ -119,8 +119,7 @@ class PixelCNNPP(AutoregressiveModel):
     def network(self, x: torch.Tensor, c: Condition | None) -> torch.Tensor:
         h, w = x.shape[2:]
         height, width = -(-h // 4) * 4, self.network_size[1]  # x may be the first rows of an image
-        x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (B, C+1, H, W)
-        x = F.pad(x, (0, width - w, 0, height - h))  # padding after the image: zeros, ones channel too
+        x = F.pad(with_ones(x), (0, width - w, 0, height - h))  # (B, C+1, height, width)  # padding after the image: zeros, ones channel too
         u = down_shift(self.u_in(x))  # rows above
         ul = down_shift(self.ul_in_above(x)) + right_shift(self.ul_in_left(x))  # above and to the left
         us, uls = [u], [ul]
@@ -138,8 +137,11 @@ class PixelCNNPP(AutoregressiveModel):
         for level in range(3):  # down pass: 1/4, 1/2, full resolution
             for bu, bul in zip(self.dn_u[level], self.dn_ul[level]):
                 u = bu(u, us.pop(), c=c)
-                ul = bul(ul, (u, uls.pop()), c=c)  # aux [u, ul]: concatenated inside concat_elu
+                ul = bul(ul, (u, uls.pop()), c=c)  # aux [u, ul], concatenated
             if level < 2:
                 u, ul = self.up_sample_u[level](u), self.up_sample_ul[level](ul)
         assert not us and not uls
         return self.out(F.elu(ul))[:, :, :h, :w]  # (B, head.n_params, H, W): the real positions
+
+
+register_model("pixelcnnpp", PixelCNNPP, PixelCNNPPOptions, PRESETS, REFERENCE_OPTIONS, REFERENCE_TRAINING)

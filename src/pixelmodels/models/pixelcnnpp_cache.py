@@ -24,11 +24,11 @@ The step at image position (i, j) (pixels strictly before (i, j) final) does:
 Every convolution reads a buffer of its input: the image buffer holds
 [scaled x, ones] at real positions and zeros in the padding (as ``F.pad`` of
 the full pass); a gated block buffers the concat_elu of its input and of its
-hidden activation: a u block whole rows (``pixelmodels.nn.incremental.GatedResNetRow``),
+hidden activation: a u block whole rows (``pixelmodels.nn.gated_resnet.GatedResNetRow``),
 a ul block two channels-last rows (``GatedResNetStep``), whose row-above taps,
 biases and the u part of its aux input are applied once per row, for the whole
 row, the current row's taps at each position. Dropout is left out: the cache
-computes the eval-mode network. ``reads()`` counts what a step reads and computes.
+computes the eval-mode network.
 
 [1]: Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive
      Models", https://arxiv.org/abs/1704.06001
@@ -42,11 +42,10 @@ import torch.nn.functional as F
 from pixelmodels.models.base import SamplingCache
 from pixelmodels.models.pixelcnnpp import PixelCNNPP
 from pixelmodels.nn.conditioning import Condition
+from pixelmodels.nn.gated_resnet import GatedResNetRow, GatedResNetStep
+from pixelmodels.nn.shifted import with_ones
 from pixelmodels.nn.incremental import (
-    GatedResNetRow,
-    GatedResNetStep,
     PaddedBuffer,
-    Reads,
     channels_last,
     conv_at,
     conv_at_flat,
@@ -57,7 +56,7 @@ from pixelmodels.nn.incremental import (
 )
 
 
-class PixelCNNPPCache(SamplingCache):
+class PixelCNNPPCache(SamplingCache, model=PixelCNNPP):
     """Activations of a ``PixelCNNPP`` for n images; ``step(x, i, j)`` -> params (n, P) at (i, j)."""
 
     def __init__(self, model: PixelCNNPP, n: int, c: Condition | None):
@@ -72,7 +71,7 @@ class PixelCNNPPCache(SamplingCache):
             if rows:
                 return [GatedResNetRow(b, b.class_bias.frozen(c, sizes[level]), n, *sizes[level]) for b in modules]
             # the ul blocks' aux input starts with u, known for the whole row: applied once per row
-            return [GatedResNetStep(b, b.class_bias.frozen(c, sizes[level]), n, *sizes[level], row_aux=f)
+            return [GatedResNetStep(b, b.class_bias.frozen(c, sizes[level]), n, sizes[level][1], row_aux=f)
                     for b in modules]
 
         def buffer(depth, level, pad):
@@ -102,30 +101,9 @@ class PixelCNNPPCache(SamplingCache):
         self.ul_dn = [None] + [torch.zeros(n, f, *sizes[level], device=w.device, dtype=w.dtype)
                                for level in (1, 2)]  # down-pass outputs of levels 1, 2 (up-sampling inputs)
 
-    def reads(self) -> Reads:
-        """What a step reads and computes, averaged over the positions (``Reads``): the u stream's rows of level
-        l once every 2**l image rows, the ul stream at level l on one position in 4**l."""
-        n, w = self.n, self.width
-        total = Reads.matrix(self.out[0], n) + Reads.matrix(self.ul_left[0], n)
-        total += Reads.matrix(self.u_in[0], n * w, every=w) + Reads.matrix(self.ul_above[0], n * w, every=w)
-        for level in range(3):
-            every_row, share = w * (1 << level), 1 / 4**level  # steps per u row; share of steps with a ul position
-            width = w >> level
-            for block in (*self.up_u[level], *self.dn_u[level]):
-                total += block.reads(every_row)
-            total += sum((b.reads() for b in (*self.up_ul[level], *self.dn_ul[level])), Reads()) * share
-            if level > 0:
-                total += Reads.matrix(self.down_u[level - 1][0], n * width, every=every_row)
-                total += Reads.matrix(self.down_ul[level - 1][0], n) * share
-            if level < 2:
-                total += Reads.matrix(self.up_u_sample[level][0][:, :, 0], n * width // 2, every=every_row)
-                total += Reads.matrix(self.up_ul_sample[level][0][0, 0], n) * share
-        return total
-
     def _pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Integer pixels (n, C, ...) -> the network input [scaled x, ones] (n, C + 1, ...)."""
-        v = self.model.embed(x)
-        return torch.cat([v, torch.ones_like(v[:, :1])], dim=1)
+        return with_ones(self.model.embed(x))
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:

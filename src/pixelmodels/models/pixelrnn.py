@@ -74,14 +74,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixelmodels.models.base import AutoregressiveModel
+from pixelmodels.models.base import AutoregressiveModel, ModelOptions
+from pixelmodels.models.registry import register_model
 from pixelmodels.nn import MaskedConv2d, channel_groups
 from pixelmodels.nn.conditioning import Condition, Conditioning
-from pixelmodels.settings import LIKELIHOODS, MAX_FEATURES, MAX_KERNEL, MAX_LAYERS, MAX_MIXTURES, Settings, setting
+from pixelmodels.settings import MAX_FEATURES, MAX_KERNEL, MAX_LAYERS, setting
 
 
 @dataclass
-class PixelRNNOptions(Settings):
+class PixelRNNOptions(ModelOptions):
     """Hyperparameters of ``row-lstm`` and ``diagonal-bilstm`` (each field's help and range beside it)."""
 
     n_channels: int = setting(256, "features of the residual stream (2h in [1])", ge=1, le=MAX_FEATURES)
@@ -89,9 +90,6 @@ class PixelRNNOptions(Settings):
     n_layers: int = setting(12, "residual LSTM layers", ge=1, le=MAX_LAYERS)
     input_kernel_size: int = setting(7, "the first (mask-A) convolution", ge=1, le=MAX_KERNEL, odd=True)
     n_out_channels: int = setting(1024, "features of the hidden 1x1 output layer", ge=1, le=MAX_FEATURES)
-    likelihood: str = setting("categorical", "the likelihood head (logistic-mixture: channel-masked means and "
-                              "mixture weights)", choices=LIKELIHOODS)
-    n_mixtures: int = setting(10, "components of the logistic mixture", ge=1, le=MAX_MIXTURES)
 
 
 PRESETS = {
@@ -135,6 +133,7 @@ class RowLSTMLayer(nn.Module):
         self.input_to_state = MaskedConv2d(n_channels, 4 * n_state, 3, "B", n_groups, shape="row",
                                            out_groups=gate_groups(n_state, n_groups, 4))
         self.state_to_state = nn.Conv1d(n_state, 4 * n_state, 3, padding=1, bias=False)
+        self.state_to_state.init_scale = None  # applied row after row from a zero state: no data init
         self.class_bias = conditioning.bias(4 * n_state)
         self.n_state = n_state
 
@@ -162,6 +161,7 @@ class DiagonalBiLSTMLayer(nn.Module):
         self.input_to_state = MaskedConv2d(n_channels, 8 * n_state, 1, "B", n_groups,
                                            out_groups=gate_groups(n_state, n_groups, 8))  # both directions
         self.state_to_state = nn.Conv1d(2 * n_state, 8 * n_state, 2, padding=1, groups=2, bias=False)
+        self.state_to_state.init_scale = None  # applied row after row from a zero state: no data init
         self.class_bias = conditioning.bias(8 * n_state)
         self.n_state = n_state
 
@@ -247,3 +247,7 @@ class DiagonalBiLSTM(PixelRNN):
     def first_layer_extra(self, x: torch.Tensor) -> torch.Tensor:
         """The image, unmasked, into the right-to-left gates only (see the module's NOTE)."""
         return F.pad(self.image_to_reverse(x), (0, 0, 0, 0, 4 * self.options.n_state, 0))  # (B, 8n, H, W)
+
+
+register_model("row-lstm", RowLSTM, PixelRNNOptions, PRESETS)
+register_model("diagonal-bilstm", DiagonalBiLSTM, PixelRNNOptions, PRESETS)

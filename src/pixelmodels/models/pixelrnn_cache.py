@@ -38,7 +38,7 @@ from pixelmodels.models.base import SamplingCache
 from pixelmodels.models.pixelrnn import DiagonalBiLSTM, PixelRNN, RowLSTM, lstm_step
 from pixelmodels.nn import MaskedConv2d
 from pixelmodels.nn.conditioning import Condition
-from pixelmodels.nn.incremental import (OutputStack, PaddedBuffer, PreviousPixel, Reads, channels_last, conv_at_flat,
+from pixelmodels.nn.incremental import (OutputStack, PaddedBuffer, PreviousPixel, channels_last, conv_at_flat,
                                         flat_taps, frozen, frozen_pointwise)
 
 
@@ -60,23 +60,6 @@ class _PixelRNNCache(SamplingCache):
         self.output = OutputStack(model.out_hidden, model.out)
         self.biases = [b.lstm.class_bias.frozen(c, (self.height, self.width)) for b in model.blocks]
         self.row = -1  # the row stepped last
-
-    def reads(self) -> Reads:
-        """What a step reads and computes (``Reads``): the layers run at every step, and the family's
-        once-per-row work (``row_reads``) as its share of the row's W * steps_per_position steps."""
-        n = self.n
-        flat, bias = self.input_conv
-        total = Reads.matrix(flat, n) + Reads.biases(bias) + Reads.cached(n * flat.shape[1]) + self.output.reads(n)
-        total += sum((Reads.matrix(p[0], n) + Reads.biases(p[1]) for p in self.proj if p is not None), Reads())
-        return total + self.step_reads() + self.row_reads() * (1 / (self.width * self.model.steps_per_position))
-
-    def step_reads(self) -> Reads:
-        """The LSTMs' per-step part."""
-        raise NotImplementedError
-
-    def row_reads(self) -> Reads:
-        """The LSTMs' once-per-row part, for one row."""
-        raise NotImplementedError
 
     def start_row(self, x: torch.Tensor, i: int) -> None:
         """Work done once per row, at its first step (rows < i are final in x)."""
@@ -100,7 +83,7 @@ class _PixelRNNCache(SamplingCache):
         return self.output(h)  # (n, P)
 
 
-class RowLSTMCache(_PixelRNNCache):
+class RowLSTMCache(_PixelRNNCache, model=RowLSTM):
     """Cached sampling of ``row-lstm``; see the module docstring for the schedule."""
 
     def __init__(self, model: RowLSTM, n: int, c: Condition | None):
@@ -115,14 +98,6 @@ class RowLSTMCache(_PixelRNNCache):
         self.h = self.zeros(L, n, ns, W)  # the current row's state
         self.c, self.c_above = self.zeros(L, n, ns, W), self.zeros(L, n, ns, W)
         self.above = None  # (L, n, 4ns, W): the state-to-state part of the current row
-
-    def step_reads(self) -> Reads:
-        return sum((Reads.matrix(w, self.n) + Reads.biases(b) for w, b in self.input_to_state), Reads())
-
-    def row_reads(self) -> Reads:
-        n, w = self.n, self.width
-        return sum((Reads.matrix(s, n * w) + Reads.cached(self.h[k]) for k, s in enumerate(self.state_to_state)),
-                   Reads())
 
     def start_row(self, x: torch.Tensor, i: int) -> None:
         if i == 0:
@@ -141,7 +116,7 @@ class RowLSTMCache(_PixelRNNCache):
         return h
 
 
-class DiagonalBiLSTMCache(_PixelRNNCache):
+class DiagonalBiLSTMCache(_PixelRNNCache, model=DiagonalBiLSTM):
     """Cached sampling of ``diagonal-bilstm``; see the module docstring for the schedule."""
 
     def __init__(self, model: DiagonalBiLSTM, n: int, c: Condition | None):
@@ -158,16 +133,6 @@ class DiagonalBiLSTMCache(_PixelRNNCache):
         self.h_above = self.zeros(L, W, n, ns)  # left-to-right h of the row above
         self.reverse_gates = self.zeros(L, W, n, 4 * ns)  # right-to-left gates' input part, current row
         self.reverse = self.zeros(L, W, n, ns)  # right-to-left h of the row above (the output's second term)
-
-    def step_reads(self) -> Reads:
-        n = self.n
-        return sum((Reads.matrix(w, n) + Reads.biases(b) + Reads.matrix(s, n)
-                    for (w, b), s in zip(self.input_to_state, self.forward_s2s)), Reads())
-
-    def row_reads(self) -> Reads:
-        n, w = self.n, self.width
-        return Reads.matrix(self.reverse_s2s, n * w) + Reads.matrix(self.image_to_reverse, n * w) \
-            + Reads.cached(self.reverse_gates) + Reads.cached(self.reverse)
 
     def start_row(self, x: torch.Tensor, i: int) -> None:
         if i == 0:

@@ -55,7 +55,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from pixelmodels.models.base import AutoregressiveModel
+from pixelmodels.models.base import AutoregressiveModel, ModelOptions
+from pixelmodels.models.pixelcnnpp import REFERENCE_OPTIONS, REFERENCE_TRAINING
+from pixelmodels.models.registry import register_model
 from pixelmodels.nn import (
     NIN,
     CausalSelfAttention,
@@ -64,15 +66,13 @@ from pixelmodels.nn import (
     GatedResNet,
     down_shift,
     right_shift,
+    with_ones,
 )
 from pixelmodels.nn.conditioning import Condition, Conditioning
-from pixelmodels.settings import LIKELIHOODS, MAX_FEATURES, MAX_HEADS, MAX_LAYERS, MAX_MIXTURES, Settings, setting
-
-ATTENTION = ("sdpa", "explicit")
-
+from pixelmodels.settings import MAX_FEATURES, MAX_HEADS, MAX_LAYERS, setting
 
 @dataclass
-class PixelSNAILOptions(Settings):
+class PixelSNAILOptions(ModelOptions):
     """Hyperparameters of ``pixelsnail`` (each field's help and range beside it)."""
 
     n_filters: int = setting(256, "features of the residual stream", ge=1, le=MAX_FEATURES)
@@ -86,13 +86,6 @@ class PixelSNAILOptions(Settings):
                              noun="a probability")
     attn_dropout: float = setting(0.0, "dropout probability on the attention weights", ge=0, lt=1,
                                   noun="a probability")
-    n_mixtures: int = setting(10, "logistic mixture components (logistic-mixture head)", ge=1, le=MAX_MIXTURES)
-    likelihood: str = setting("logistic-mixture", "the likelihood head", choices=LIKELIHOODS)
-    weight_norm: bool = setting(True, "weight-normalize every convolution")
-    data_init: bool = setting(True, "data-dependent initialization on the first training batch")
-    attention: str = setting("sdpa", "sdpa (memory linear in H*W where the backend allows) or explicit (the "
-                             "materialized H*W x H*W weights; a reference for tests and benchmarks)",
-                             choices=ATTENTION)
     checkpoint_activations: bool = setting(False, "in training (gradients on), keep only each block's input and "
                                            "recompute the block's activations during the backward pass "
                                            "(torch.utils.checkpoint, non-reentrant): about one block's "
@@ -108,8 +101,6 @@ PRESETS = {
     "default": dict(),
 }
 
-TRAIN_DEFAULTS = dict(lr=1e-3, lr_decay=0.999995, ema=0.9995, optimizer="adam", adam_betas=(0.95, 0.9995))
-
 
 class AttentionBlock(nn.Module):
     """Gated residual layers, then causal attention over [image, block input, stream, position], mixed back in."""
@@ -119,13 +110,13 @@ class AttentionBlock(nn.Module):
         o, n = options, options.n_filters
 
         def gated(width, conv, n_aux=0):
-            return GatedResNet(width, conv, n_aux, conditioning, o.dropout, o.weight_norm)
+            return GatedResNet(width, conv, n_aux, conditioning, o.dropout)
 
         self.res = nn.ModuleList(gated(n, DownRightShiftedConv2d) for _ in range(o.n_res_layers))
         self.kv_in = gated(c + 2 * n + 2, NIN)
         self.q_in = gated(n + 2, NIN)
         self.attention = CausalSelfAttention(n + 2, c + 2 * n + 2, o.n_heads, o.key_size, o.value_size,
-                                             o.attn_dropout, o.weight_norm, explicit=o.attention == "explicit")
+                                             o.attn_dropout)
         self.out = gated(n, NIN, o.n_heads * o.value_size)
 
     def forward(self, block_in, x, background, c: Condition | None = None):
@@ -144,11 +135,11 @@ class PixelSNAIL(AutoregressiveModel):
 
     def __init__(self, config, options: PixelSNAILOptions):
         super().__init__(config, options)
-        c, n, wn = self.input_channels, options.n_filters, options.weight_norm
-        self.in_above = DownShiftedConv2d(c + 1, n, (1, 3), weight_norm=wn)
-        self.in_left = DownRightShiftedConv2d(c + 1, n, (2, 1), weight_norm=wn)
+        c, n = self.input_channels, options.n_filters
+        self.in_above = DownShiftedConv2d(c + 1, n, (1, 3))
+        self.in_left = DownRightShiftedConv2d(c + 1, n, (2, 1))
         self.blocks = nn.ModuleList(AttentionBlock(c, options, self.conditioning) for _ in range(options.n_blocks))
-        self.out = NIN(n, self.head.n_params, weight_norm=wn)
+        self.out = NIN(n, self.head.n_params)
 
     @property
     def receptive_rows(self) -> int:
@@ -168,7 +159,7 @@ class PixelSNAIL(AutoregressiveModel):
 
     def network(self, x: torch.Tensor, c: Condition | None) -> torch.Tensor:
         background = self.background(x)
-        x_pad = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (B, C+1, H, W)
+        x_pad = with_ones(x)  # (B, C+1, H, W)
         ul = down_shift(self.in_above(x_pad)) + right_shift(self.in_left(x_pad))  # strictly earlier pixels
         recompute = self.options.checkpoint_activations and torch.is_grad_enabled()
         for block in self.blocks:  # recomputation draws the same dropout masks (the RNG state is kept)
@@ -177,3 +168,6 @@ class PixelSNAIL(AutoregressiveModel):
             else:
                 ul = block(ul, x, background, c)
         return self.out(F.elu(ul))  # (B, head.n_params, H, W)
+
+
+register_model("pixelsnail", PixelSNAIL, PixelSNAILOptions, PRESETS, REFERENCE_OPTIONS, REFERENCE_TRAINING)

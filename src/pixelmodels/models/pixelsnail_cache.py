@@ -15,13 +15,12 @@ t = i * W + j, computing only what that position needs:
   blocks, into the pre-allocated K/V caches;
 * each block at (i, j): every gated residual layer convolves (2x2) concat_elu of
   its input and of its hidden map, the taps on row i - 1 once per row for the
-  whole row, the two on row i at (i, j) (``pixelmodels.nn.incremental.GatedResNetStep``); then
+  whole row, the two on row i at (i, j) (``pixelmodels.nn.gated_resnet.GatedResNetStep``); then
   the query of (i, j) attends to keys 0..t-1 (the output is zero at t = 0); the block's output
   layer mixes the result into the stream at (i, j), for the next block;
 * ELU and the output 1x1 convolution at (i, j).
 
-Nothing at position t or later of x is read. ``reads()`` counts what a step
-reads (weights, the cached keys and values) and computes, for the benchmark. Effective weights (weight norm
+Nothing at position t or later of x is read. Effective weights (weight norm
 resolved) are frozen once, in the constructor; dropout is off (eval-mode
 computation whatever the model's mode).
 
@@ -39,8 +38,9 @@ from pixelmodels.errors import PixelModelsError
 from pixelmodels.models.base import SamplingCache
 from pixelmodels.models.pixelsnail import PixelSNAIL
 from pixelmodels.nn.conditioning import Condition, FrozenBias
-from pixelmodels.nn.incremental import GatedResNetStep, PaddedBuffer, Reads, conv_row, frozen, frozen_pointwise
-from pixelmodels.nn.shifted import concat_elu
+from pixelmodels.nn.gated_resnet import GatedResNetStep
+from pixelmodels.nn.incremental import PaddedBuffer, conv_row, frozen, frozen_pointwise
+from pixelmodels.nn.shifted import concat_elu, with_ones
 
 
 def _flat(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -56,9 +56,7 @@ class _KeysValues:
     [x, the block's input, its stream, the background] at t-1, then the attention's key/value
     projection. At step t those inputs are final in every block, so the blocks are computed together:
     the features of all blocks stacked, (blocks, features, n), each layer one batched product
-    (``torch.bmm``, (blocks, out, in) weights) instead of one small product per block: a twelfth of
-    the operations at the default preset, and MKL ran its shapes batched over the 12 blocks 1.03-1.08x
-    faster than one by one (16 columns, 2 threads, the AMD EPYC of BENCHMARKS.md).
+    (``torch.bmm``, (blocks, out, in) weights) instead of one small product per block.
     """
 
     def __init__(self, blocks, c: Condition | None, n: int, size: tuple[int, int], channels: int, features: int):
@@ -90,16 +88,6 @@ class _KeysValues:
         self.inputs[k, c: c + f] = block_in.t()
         self.inputs[k, c + f: c + 2 * f] = ul.t()
 
-    def reads(self) -> Reads:
-        """Per step: the three layers' weights and biases; the keys and values up to t, on average (T - 1) / 2."""
-        blocks, _, n = self.inputs.shape
-        layers = sum((Reads.matrix(w, n) + Reads.biases(b) for w, b in (self.conv1, self.conv2, self.projection)),
-                     Reads())
-        t = self.keys.shape[3]
-        per_key = blocks * n * self.heads * (self.key_size + self.value_size)
-        before = (t - 1) / 2
-        return layers + Reads(0.0, per_key * before * self.keys.element_size(), 2.0 * per_key * before)
-
     def write(self, t: int, x_before: torch.Tensor, background_before: torch.Tensor) -> None:
         """Every block's key and value of position t (its pixel x_before (n, C), background (n, 2)) into the caches."""
         c, f = self.channels, self.features
@@ -129,7 +117,7 @@ class _Block:
         self.heads, self.key_size, self.value_size = kv.heads, kv.key_size, kv.value_size
 
         def step(layer):
-            return GatedResNetStep(layer, layer.class_bias.frozen(c, size), n, *size)
+            return GatedResNetStep(layer, layer.class_bias.frozen(c, size), n, size[1])
 
         self.res = [step(layer) for layer in block.res]  # 2x2 kernels: the row above applied once per row
         self.q_in, self.out = step(block.q_in), step(block.out)
@@ -137,12 +125,6 @@ class _Block:
         self.kv, self.k = kv, k
         self.keys, self.values = kv.keys[k], kv.values[k]  # (n, heads, H*W, key_size / value_size)
         self.width = size[1]
-
-    def reads(self) -> Reads:
-        """Per step, averaged over the positions: the layers' weights (the keys and values: ``_KeysValues``)."""
-        n = self.keys.shape[0]
-        layers = sum((layer.reads() for layer in (*self.res, self.q_in, self.out)), Reads())
-        return layers + Reads.matrix(self.query[0], n)
 
     def at(self, block_in: torch.Tensor, t: int, background: torch.Tensor) -> torch.Tensor:
         """The block's output (n, F) at position t, its keys and values up to t-1 in place."""
@@ -162,7 +144,7 @@ class _Block:
         return self.out.at(i, j, ul, attended)
 
 
-class PixelSNAILCache(SamplingCache):
+class PixelSNAILCache(SamplingCache, model=PixelSNAIL):
     """The cached sampler's state for ``n`` images of a ``PixelSNAIL`` (see the module docstring).
 
     ``step`` must be called once per position, in raster order.
@@ -184,13 +166,6 @@ class PixelSNAILCache(SamplingCache):
         self.background = background[0].flatten(1).T  # (H*W, 2)
         self.t = 0  # the next position
 
-    def reads(self) -> Reads:
-        """What a step reads and computes, averaged over the positions (``Reads``)."""
-        n, w = self.n, self.size[1]
-        inputs = Reads.matrix(self.above[0], n * w, every=w) + Reads.matrix(self.left[0], n)
-        blocks = sum((b.reads() for b in self.blocks), Reads()) + self.keys_values.reads()
-        return inputs + blocks + Reads.matrix(self.out[0], n)
-
     @torch.no_grad()
     def step(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
         """Parameters (n, head.n_params) at (i, j) of the partial integer image x (n, C, H, W)."""
@@ -204,7 +179,7 @@ class PixelSNAILCache(SamplingCache):
         if t > 0:  # pixel t-1 is final: into the input buffer, and every block's key and value of t-1
             pi, pj = divmod(t - 1, w)
             x_before = self.model.embed(x[:, :, pi, pj])  # (n, C)
-            self.pixels.write(pi, pj, torch.cat([x_before, torch.ones_like(x_before[:, :1])], dim=1))
+            self.pixels.write(pi, pj, with_ones(x_before))
             self.keys_values.write(t - 1, x_before, self.background[t - 1].expand(n, 2))
         if j == 0 and i > 0:
             self.above_row = conv_row(self.pixels.rows(i, 1), *self.above)  # row i-1, down-shifted

@@ -1,12 +1,12 @@
-"""Registry of model families: name -> (class, options dataclass, presets, cached sampler).
+"""Registry of model families: name -> (class, options dataclass, presets, defaults, training defaults).
 
-Each entry names a family's network (``models/<family>.py``) and its cached
-sampler (``models/<family>_cache.py``, which imports the network, never the
-reverse); registering sets the class's ``cache_class``, which
-``AutoregressiveModel.sampling_cache`` builds. ``create_model`` resolves a
-preset and the user's overrides into the family's options dataclass;
-``list_models`` feeds the CLI's choices and the tests, which run over every
-registered model.
+Each family registers itself in its own file (``register_model`` at the end of
+``models/<family>.py``), as timm's models do; its cached sampler names the model
+class it serves (``class PixelCNNCache(SamplingCache, model=PixelCNN)``).
+``pixelmodels.models`` imports every family, so the registry is complete once the
+package is imported. ``create_model`` resolves a preset and the user's overrides
+into the family's options dataclass; ``list_models`` feeds the CLI's choices and
+the tests, which run over every registered model.
 """
 
 from __future__ import annotations
@@ -17,52 +17,35 @@ from typing import Any
 
 from pixelmodels.config import ModelConfig
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.models import (
-    gated_pixelcnn,
-    gated_pixelcnn_cache,
-    pixelcnn,
-    pixelcnn_cache,
-    pixelcnnpp,
-    pixelcnnpp_cache,
-    pixelrnn,
-    pixelrnn_cache,
-    pixelsnail,
-    pixelsnail_cache,
-)
-from pixelmodels.models.base import AutoregressiveModel, SamplingCache
+from pixelmodels.models.base import AutoregressiveModel
+from pixelmodels.nn.init import weight_norm
+
+# Training settings a model family prefers when the user gives none.
+TRAIN_DEFAULTS = dict(lr=5e-4, lr_decay=0.999995, ema=0.9995, optimizer="adam", adam_betas=(0.9, 0.999))
+
+# Options of earlier versions that saved configs may hold, with the one value every model now has: ignored.
+RETIRED_OPTIONS = {"attention": "sdpa"}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered family: its network class, options dataclass, presets, cached sampler, training defaults."""
+    """A registered family: its network class, options dataclass, presets, option and training defaults."""
 
     cls: type[AutoregressiveModel]
     options: type
     presets: dict[str, dict[str, Any]]
-    cache: type[SamplingCache]
-    train_defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self):
-        self.cls.cache_class = self.cache
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    train_defaults: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(TRAIN_DEFAULTS))
 
 
-# Training settings a model family prefers when the user gives none.
-_TRAIN = dict(lr=5e-4, lr_decay=0.999995, ema=0.9995, optimizer="adam", adam_betas=(0.9, 0.999))
+REGISTRY: dict[str, ModelSpec] = {}
 
-REGISTRY: dict[str, ModelSpec] = {
-    "pixelcnn": ModelSpec(pixelcnn.PixelCNN, pixelcnn.PixelCNNOptions, pixelcnn.PRESETS,
-                          pixelcnn_cache.PixelCNNCache, _TRAIN),
-    "gated-pixelcnn": ModelSpec(gated_pixelcnn.GatedPixelCNN, gated_pixelcnn.GatedPixelCNNOptions,
-                                gated_pixelcnn.PRESETS, gated_pixelcnn_cache.GatedPixelCNNCache, _TRAIN),
-    "pixelcnnpp": ModelSpec(pixelcnnpp.PixelCNNPP, pixelcnnpp.PixelCNNPPOptions, pixelcnnpp.PRESETS,
-                            pixelcnnpp_cache.PixelCNNPPCache, pixelcnnpp.TRAIN_DEFAULTS),
-    "pixelsnail": ModelSpec(pixelsnail.PixelSNAIL, pixelsnail.PixelSNAILOptions, pixelsnail.PRESETS,
-                            pixelsnail_cache.PixelSNAILCache, pixelsnail.TRAIN_DEFAULTS),
-    "row-lstm": ModelSpec(pixelrnn.RowLSTM, pixelrnn.PixelRNNOptions, pixelrnn.PRESETS,
-                          pixelrnn_cache.RowLSTMCache, _TRAIN),
-    "diagonal-bilstm": ModelSpec(pixelrnn.DiagonalBiLSTM, pixelrnn.PixelRNNOptions, pixelrnn.PRESETS,
-                                 pixelrnn_cache.DiagonalBiLSTMCache, _TRAIN),
-}
+
+def register_model(name: str, cls: type[AutoregressiveModel], options: type, presets: dict[str, dict[str, Any]],
+                   defaults: dict[str, Any] | None = None, train_defaults: dict[str, Any] | None = None) -> None:
+    """Register a family under ``name``; ``defaults`` are option values (under every preset) that differ from
+    the shared ``ModelOptions`` ones, ``train_defaults`` the training settings it prefers (``TRAIN_DEFAULTS``)."""
+    REGISTRY[name] = ModelSpec(cls, options, presets, dict(defaults or {}), dict(train_defaults or TRAIN_DEFAULTS))
 
 
 def list_models() -> list[str]:
@@ -84,11 +67,12 @@ def resolve_options(name: str, preset: str = "default", overrides: dict[str, Any
     if preset not in spec.presets:
         raise PixelModelsError(f"--preset: {name} has no preset {preset!r}; expected one of {sorted(spec.presets)}")
     fields = {f.name for f in dataclasses.fields(spec.options)}
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    overrides = {k: v for k, v in (overrides or {}).items()
+                 if v is not None and not (k in RETIRED_OPTIONS and v == RETIRED_OPTIONS[k])}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise PixelModelsError(f"{name}: unknown options {unknown}; expected some of {sorted(fields)}")
-    defaults = {**spec.presets[preset], **({"likelihood": "categorical"} if codes else {})}
+    defaults = {**spec.defaults, **spec.presets[preset], **({"likelihood": "categorical"} if codes else {})}
     return spec.options(**{**defaults, **overrides})
 
 
@@ -96,7 +80,10 @@ def build_model(config: ModelConfig):
     """Build the model described by a resolved ``ModelConfig``."""
     _check_common(config)
     options = resolve_options(config.name, config.preset, config.options, codes=config.n_codes is not None)
-    return get_spec(config.name).cls(config, options)
+    model = get_spec(config.name).cls(config, options)
+    if options.weight_norm:  # the network's convolutions; the head and the conditioning stay as they are
+        weight_norm(model, skip=(model.head, model.conditioning))
+    return model
 
 
 def create_model(name: str, *, image_shape, n_bits: int | None = None, n_classes: int | None = None,

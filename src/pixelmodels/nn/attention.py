@@ -26,22 +26,17 @@ import torch.nn.functional as F
 from pixelmodels.nn.shifted import NIN
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0,
-                     explicit: bool = False) -> torch.Tensor:
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
     """Attention of position t to positions 0..t-1; the output at position 0 is zero.
 
     Args:
         q, k: queries and keys (B, heads, T, key_size), positions in raster order.
         v: values (B, heads, T, value_size).
         dropout_p: dropout on the attention weights; pass 0 outside training.
-        explicit: materialize softmax(q k^T / sqrt(key_size)) with a strictly
-            lower-triangular mask (T x T memory): the reference computation.
 
     Returns:
         (B, heads, T, value_size).
     """
-    if explicit:
-        return _explicit_attention(q, k, v, dropout_p)
     first = v.new_zeros(v.shape[:2] + (1, v.shape[3]))  # (B, heads, 1, value_size): attends to nothing
     if q.shape[2] == 1:
         return first
@@ -65,25 +60,11 @@ def _sdpa(q, k, v, dropout_p):
     return out[..., :value_size]
 
 
-def _explicit_attention(q, k, v, dropout_p):
-    t = q.shape[2]
-    scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5  # (B, heads, T, T)
-    mask = torch.ones(t, t, dtype=torch.bool, device=q.device).tril(-1)  # key s < query t
-    hide = ~mask & mask.any(dim=-1, keepdim=True)  # row 0 hides nothing here (finite softmax) ...
-    weights = torch.softmax(scores.masked_fill(hide, float("-inf")), dim=-1) * mask  # ... and is zeroed here
-    if dropout_p > 0:
-        weights = F.dropout(weights, dropout_p)
-    return weights @ v  # (B, heads, T, value_size)
-
-
 class CausalSelfAttention(nn.Module):
     """Multi-head strictly causal attention between feature maps (B, C, H, W) in raster order.
 
     Queries come from ``query_source``, keys and values from ``kv_source`` (the
-    same map for plain self-attention), each through a 1x1 convolution (NIN,
-    weight-normalized when asked). Projection and attention are separate steps,
-    ``project`` then ``attend``, so a sampler can keep the keys and values of
-    earlier positions and project one query per step.
+    same map for plain self-attention), each through a 1x1 convolution (NIN).
 
     Args:
         query_channels, kv_channels: channels of the two sources.
@@ -91,35 +72,25 @@ class CausalSelfAttention(nn.Module):
         key_size: query/key features per head.
         value_size: value features per head; the output has ``n_heads * value_size`` channels.
         dropout: dropout on the attention weights, in training mode only.
-        weight_norm: weight-normalize the projections.
-        explicit: use the materialized (T x T) computation instead of SDPA.
     """
 
     def __init__(self, query_channels: int, kv_channels: int, n_heads: int = 1, key_size: int = 16,
-                 value_size: int = 128, dropout: float = 0.0, weight_norm: bool = True, explicit: bool = False):
+                 value_size: int = 128, dropout: float = 0.0):
         super().__init__()
-        self.n_heads, self.key_size, self.value_size = n_heads, key_size, value_size
-        self.dropout, self.explicit = dropout, explicit
-        self.query = NIN(query_channels, n_heads * key_size, weight_norm=weight_norm)
-        self.key_value = NIN(kv_channels, n_heads * (key_size + value_size), weight_norm=weight_norm)
+        self.n_heads, self.key_size, self.value_size, self.dropout = n_heads, key_size, value_size, dropout
+        self.query = NIN(query_channels, n_heads * key_size)
+        self.key_value = NIN(kv_channels, n_heads * (key_size + value_size))
 
     def _heads(self, x: torch.Tensor, size: int) -> torch.Tensor:
         """(B, heads * size, H, W) -> (B, heads, H * W, size)."""
         return x.flatten(2).unflatten(1, (self.n_heads, size)).transpose(2, 3)
 
-    def project(self, query_source: torch.Tensor, kv_source: torch.Tensor):
-        """Queries, keys (B, heads, T, key_size) and values (B, heads, T, value_size)."""
-        k, v = self.key_value(kv_source).split([self.n_heads * self.key_size, self.n_heads * self.value_size], 1)
-        q = self._heads(self.query(query_source), self.key_size)
-        return q, self._heads(k, self.key_size), self._heads(v, self.value_size)
-
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``causal_attention`` with this module's dropout (in training) and path."""
-        return causal_attention(q, k, v, self.dropout if self.training else 0.0, self.explicit)
-
     def forward(self, query_source: torch.Tensor, kv_source: torch.Tensor | None = None) -> torch.Tensor:
         """(B, n_heads * value_size, H, W): position (i, j) mixes the values of every earlier position."""
         b, _, h, w = query_source.shape
-        q, k, v = self.project(query_source, query_source if kv_source is None else kv_source)
-        out = self.attend(q, k, v)  # (B, heads, T, value_size)
+        kv = self.key_value(query_source if kv_source is None else kv_source)
+        k, v = kv.split([self.n_heads * self.key_size, self.n_heads * self.value_size], dim=1)
+        q = self._heads(self.query(query_source), self.key_size)
+        out = causal_attention(q, self._heads(k, self.key_size), self._heads(v, self.value_size),
+                               self.dropout if self.training else 0.0)  # (B, heads, T, value_size)
         return out.transpose(2, 3).reshape(b, self.n_heads * self.value_size, h, w)
