@@ -1,12 +1,13 @@
 """One command that checks the library on a device: training, mixed precision, compilation, torchrun,
-DistributedDataParallel, evaluation and cached sampling, then training and sampling speed.
+DistributedDataParallel, evaluation and cached sampling. Speed is for ``benchmarks/train.py`` and
+``benchmarks/sampling.py``, which take ``--device cuda`` too.
 
-    python benchmarks/device_check.py                            # on a GPU: about 5 minutes at most (no check
-                                                                 # starts after --budget 200 s; --timeout 90 s each)
+    python benchmarks/device_check.py                            # on a GPU (no check starts after --budget 200 s;
+                                                                 # --timeout 90 s each)
     python benchmarks/device_check.py --out $OUT/device_check    # keep run dirs, table.md, results.json, tracebacks
     python benchmarks/device_check.py --only compile --budget 0  # the compiled rows alone, without the budget
-    python benchmarks/device_check.py --device cpu --quick       # on the CPU: ~40 s on 2 busy cores (tested)
-    python benchmarks/device_check.py --device cpu --quick --compile-quick   # + torch.compile on the CPU (minutes)
+    python benchmarks/device_check.py --device cpu --quick       # on the CPU, tiny models (tests/test_device_check.py)
+    python benchmarks/device_check.py --device cpu --quick --compile-quick   # + torch.compile on the CPU
 
 Checks, each isolated (an exception is one FAILED row: type, message and where it was raised; the full
 traceback goes to stderr and to ``tracebacks.txt`` under ``--out``), in this order:
@@ -28,10 +29,6 @@ traceback goes to stderr and to ``tracebacks.txt`` under ``--out``), in this ord
   CPU, where nccl is reported skipped): a process group of one on that backend and the Trainer told it is
   distributed, so it trains through DistributedDataParallel and reduces through the backend. Both torchrun
   jobs start first and run alongside the in-process checks; their rows' seconds are their own wall time.
-* ``throughput`` (not with ``--quick``): the ``default`` presets' training images/s at 1x28x28, batch 16 and 64,
-  fp32 and bf16 (on the CPU: batch 16 only), the median of up to 5 steps after 2 warm-up ones.
-* ``sampling-time`` (not with ``--quick``): cached sampling of 16 and 256 images of 1x28x28 at the ``default``
-  presets (on the CPU: 16 only); seconds in the notes.
 * ``compile`` (not with ``--quick`` unless ``--compile-quick``): the ``train`` check with
   ``TrainConfig(compile=True)`` (training and evaluation forward through ``torch.compile``), bf16 first, then
   fp16 and fp32; ``torch._dynamo.reset()`` before each; twice the ``--timeout``. Its seconds include compiling.
@@ -53,7 +50,6 @@ import math
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,7 +63,7 @@ import numpy as np
 import torch
 
 SCRIPT = Path(__file__).resolve()
-GROUPS = ("train", "sample", "torchrun", "ddp", "throughput", "sampling-time", "compile")
+GROUPS = ("train", "sample", "torchrun", "ddp", "compile")
 PRECISIONS = ("fp32", "bf16", "fp16")
 COMPILE_ORDER = ("bf16", "fp16", "fp32")
 
@@ -570,43 +566,6 @@ def ddp_check(ctx: Context, backend: str, job: Background | None):
     return dict(result, seconds=job.seconds)
 
 
-def throughput_check(ctx: Context, family: str, precision: str, batch: int):
-    if precision == "bf16" and ctx.cuda and not torch.cuda.is_bf16_supported():
-        raise Skipped("this GPU has no bf16")
-    shape = (1, 28, 28)
-    trainer = make_trainer(ctx, family, "default", shape, precision, False, batch, batch * 8, 2)
-    _, warm = train_steps(ctx, trainer, 2)
-    times = []
-    batches = iter(trainer.batches(1))
-    while len(times) < 5 and sum(times) < ctx.args.max_seconds:
-        ctx.sync()
-        start = time.perf_counter()
-        loss = trainer.train_step(*trainer._batch(next(batches)), n_global=batch)
-        ctx.sync()
-        times.append(time.perf_counter() - start)
-    if not math.isfinite(loss):
-        raise AssertionError(f"the loss is {loss}")
-    step = statistics.median(times)
-    return dict(images_per_s=batch / step,
-                notes=f"batch {batch}; {step * 1000:.1f} ms/step (median of {len(times)} after 2 warm-up, "
-                      f"first {warm[0]:.2f} s); {trainer.model.n_parameters():,} parameters")
-
-
-def sampling_time_check(ctx: Context, family: str, n: int):
-    from pixelmodels import create_model, sample
-
-    model = create_model(family, image_shape=(1, 28, 28), n_bits=8, preset="default").to(ctx.device).eval()
-    g = torch.Generator(ctx.device).manual_seed(0)
-    ctx.sync()
-    start = time.perf_counter()
-    images = sample(model, n, generator=g, cached=True)
-    ctx.sync()
-    seconds = time.perf_counter() - start
-    if tuple(images.shape) != (n, 1, 28, 28):
-        raise AssertionError(f"shape {tuple(images.shape)}")
-    return dict(images_per_s=n / seconds, notes=f"{n} images in {seconds:.2f} s (cached)")
-
-
 def injected_failure(ctx: Context):
     raise RuntimeError("injected failure (--inject-failure)")
 
@@ -629,16 +588,6 @@ def plan(ctx: Context, families: list[str]):
     for backend in ("nccl",) if cuda else ("gloo", "nccl"):
         todo.append(("ddp", lambda b=backend: ddp_check(ctx, b, ctx.background.pop(f"ddp-{b}", None)),
                      dict(check=f"ddp {backend}", family="gated-pixelcnn", precision="fp32")))
-    for family in families:
-        for batch in (16, 64) if cuda else (16,):
-            for precision in ("fp32", "bf16"):
-                todo.append(("throughput", lambda f=family, p=precision, b=batch: throughput_check(ctx, f, p, b),
-                             dict(check=f"throughput default b{batch}", family=family, precision=precision,
-                                  compiled=False)))
-    for family in families:
-        for n in (16, 256) if cuda else (16,):
-            todo.append(("sampling-time", lambda f=family, n=n: sampling_time_check(ctx, f, n),
-                         dict(check=f"sampling default n={n}", family=family, precision="fp32")))
     for precision in COMPILE_ORDER:
         for family in families:
             todo.append(("compile", lambda f=family, p=precision: train_check(ctx, f, p, True),
@@ -646,8 +595,6 @@ def plan(ctx: Context, families: list[str]):
                               timeout=2 * a.timeout if a.timeout else None)))
     skips = {}
     if a.quick:
-        skips = {"throughput": Row("throughput default", "all", "fp32, bf16", "no", "skipped: --quick"),
-                 "sampling-time": Row("sampling default", "all", "fp32", status="skipped: --quick")}
         if not a.compile_quick:
             skips["compile"] = Row("train", "all", "all", "yes", "skipped: --quick (add --compile-quick)")
     checks, skipped_rows = [], []
@@ -681,7 +628,7 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda, cuda:N or cpu")
     p.add_argument("--quick", action="store_true", help="tiny presets, 1x8x8 images, 3 steps, 4 samples; no "
-                   "throughput, sampling-time or compile rows")
+                   "compile rows")
     p.add_argument("--compile-quick", action="store_true", help="run the compile rows with --quick too")
     p.add_argument("--out", type=Path, help="keep the run directories, table.md, results.json and "
                    "tracebacks.txt here (default: a temporary directory, removed)")
@@ -692,7 +639,6 @@ def parse(argv=None):
     p.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups of {GROUPS}")
     p.add_argument("--families", help="comma-separated model families (default: all)")
     p.add_argument("--steps", type=int, help="training steps per train row (default 20, 3 with --quick)")
-    p.add_argument("--max-seconds", type=float, default=10.0, help="time at most this long per throughput row")
     p.add_argument("--inject-failure", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--ddp-worker", choices=("nccl", "gloo"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)

@@ -1,65 +1,49 @@
-"""Training throughput, achieved FLOP/s against the machine's matmul peak, and peak memory, fp32 and bf16.
+"""Training throughput: images/s, achieved FLOP/s against the machine's matmul peak, peak memory.
 
-For every model at a practical small preset (``small``) and at ``default``, at
-1x28x28 and 3x32x32, and for the reference configurations below, one training
-step = forward, bits/dim loss (n_bits=8), backward, Adam step, in fp32 and under
-``torch.autocast(device, dtype=torch.bfloat16)``. Each (configuration, dtype)
-runs in a fresh subprocess: ``--warmup`` untimed steps, then up to ``--steps``
-timed ones (fewer once ``--max-seconds`` are spent; at least one); images/s is
-the batch over the median step. FLOPs of a step are counted from the shapes of
-the matrix products (``pixelmodels.flops``: 2 * multiply-accumulates of every
-convolution, linear layer and attention product, a step = 3x the forward) and
-compared with the peak of a large square matmul (fp32 and bf16, same thread
-count) measured by this run, before and after the configurations (the larger
-of the two is used). Peak memory: the child's peak resident set size
-(``ru_maxrss``, the imported libraries included, about 0.4 GiB) on the CPU,
-``torch.cuda.max_memory_allocated`` on CUDA.
+One training step = forward, bits/dim loss (float32), backward, Adam step, as ``pixelmodels train`` runs
+it: bf16 is ``torch.autocast`` around the forward, ``--compile`` puts the model's forward under
+``torch.compile`` (the head stays eager). Each (configuration, dtype, eager or compiled) runs in a fresh
+subprocess: ``--warmup`` untimed steps (at least one when compiled: it compiles), then up to ``--steps``
+timed steps (fewer once ``--max-seconds`` are spent; at least one); images/s = batch / median step.
 
-    python benchmarks/train.py                      # ~12-15 min on 2 CPU cores
-    python benchmarks/train.py --large              # + pixelsnail:default, the large reference rows (+~15 min)
-    python benchmarks/train.py --quick              # smoke run (tiny presets), ~1 min
-    python benchmarks/train.py --device cuda --large --batch-size 16
-    python benchmarks/train.py --models gated-pixelcnn,pixelcnnpp --shapes 1x28x28 --dtypes fp32
-    python benchmarks/train.py --only-references --compile   # + rows with the forward under torch.compile
-    python benchmarks/train.py --only-references --dtypes fp32 --shapes 1x28x28 \
-        --reference-labels "gated 64x5,pixelcnn++ 32x2,pixelsnail 64"        # the issue-15 rows only
+* FLOPs of a step: ``torch.utils.flop_counter.FlopCounterMode`` over the forward and backward of one
+  image (matrix products, convolutions and attention, as executed), times the batch.
+* Peak: the fastest of repeated n x n matrix products in each dtype, measured by this run before and
+  after the configurations (the larger of the two is used).
+* Peak memory: the child's peak resident set (``ru_maxrss``, the libraries' ~0.4 GiB included) on the
+  CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
+* ``--profile``: the torch profiler's top operators (self CPU time) over the timed steps' configuration.
 
-With ``--compile`` every configuration runs twice, eagerly and with the model's forward under
-``torch.compile`` (as the trainer's ``--compile``: the loss's head stays eager); the compiled row's
-warm-up steps (at least one) include the compilation, whose seconds are printed.
+Rows: the families' presets (``--models`` x ``--presets`` x ``--shapes``; ``pixelsnail:default`` only
+with ``--large``), the reference configurations below, and any ``--config "NAME:PRESET key=value ..."``
+(model options, or ``n_codes=K`` for a prior over K codes). Reference configurations, with the images/s
+of a reference PyTorch implementation (fp32, 2 CPU threads, batch 16):
 
-Reference configurations ("figures to beat": a reference PyTorch implementation,
-fp32, n_bits=8, 2 threads, images/s), mapped onto our options:
+* ``ref gated 64x5``: ``gated-pixelcnn`` n_channels=64, n_layers=5, kernel_size=5, input_kernel_size=5,
+  n_out_channels=256; 22.9 at 1x28x28, 14.4 at 3x32x32.
+* ``ref pixelcnn++ 32x2``: ``pixelcnnpp`` n_filters=32, n_blocks=2, n_mixtures=10, dropout=0.5; 42.0
+  at 1x28x28, 31.9 at 3x32x32.
+* ``ref pixelsnail 64 2x2``: ``pixelsnail`` preset ``small`` (64 filters, 2 blocks of 2 residual
+  layers); 16.2 at 1x28x28.
 
-* ref gated 64x5: gated PixelCNN, 64 channels, 5 gated layers, 5x5 kernels, 256
-  output channels -> ``gated-pixelcnn`` n_channels=64, n_layers=5, kernel_size=5,
-  input_kernel_size=5, n_out_channels=256; 22.9 at 1x28x28 batch 16, 14.4 at 3x32x32 batch 16.
-* ref gated 128x12: 128 channels, 12 layers, 1024 output channels -> n_channels=128,
-  n_layers=12, n_out_channels=1024, kernel_size=5, input_kernel_size=5 (the kernel is
-  not given: taken as the first configuration's 5x5); 2.6 at 1x28x28 batch 16.
-* ref pixelcnn++ 32x2: 32 filters, 2 blocks per resolution -> ``pixelcnnpp``
-  n_filters=32, n_blocks=2, n_mixtures=10, dropout=0.5 (the paper's head and
-  dropout); 42.0 at 1x28x28 batch 16, 31.9 at 3x32x32 batch 16.
-* ref pixelcnn++ 128x5: 128 filters, 5 blocks -> n_filters=128, n_blocks=5 (10
-  mixtures, dropout 0.5 as in ``default``); 2.6 at 1x28x28 batch 16.
-* ref pixelsnail 64 2x2: 64 filters, 2 blocks of 2 residual layers -> ``pixelsnail``
-  preset ``small`` (key 16, value 32 features, 5 mixtures); 16.2 at 1x28x28 batch 16.
-* ref pixelsnail 64 2x2 v128: the same with the attention and head issue 15 names (keys 16, values
-  128, 10 mixtures) -> preset ``small`` with value_size=128, n_mixtures=10; no reference figure.
-* ref pixelsnail 256 12x5: 256 filters, 12 blocks of 5 residual layers -> preset
-  ``default`` (1 head, keys 16, values 128, 10 mixtures, dropout 0.5), taken at
-  3x32x32 (the shape is not given; the CIFAR-10 model's); 0.25 at batch 2, out of
-  memory at batch 16 in 20 GB. Only with ``--large``: at batch 2 as the reference runs, and at
-  batch 16 with ``checkpoint_activations=True`` (the goal: under 8 GB); the ``pixelsnail:default``
-  rows are checkpointed too.
+    python benchmarks/train.py --quick                                # smoke run: tiny presets, one step
+    python benchmarks/train.py --no-presets --dtypes fp32             # the reference rows
+    python benchmarks/train.py --no-presets --compile --dtypes fp32   # the same, eager beside compiled
+    python benchmarks/train.py --no-references --presets small --shapes 1x28x28 --profile
+    python benchmarks/train.py --no-presets --no-references --shapes 1x28x28 \\
+        --config gated-pixelcnn:small --config "row-lstm:small n_channels=74 n_state=37"
+    python benchmarks/train.py --no-presets --no-references --shapes 1x32x32 \\
+        --config "gated-pixelcnn:small n_codes=512" --config gated-pixelcnn:small   # codes prior vs images
+    python benchmarks/train.py --device cuda --batch-size 64
 
-Weight-normalized models train without the data-dependent initialization here
-(it changes the weights' values, not the cost of a step).
+Weight-normalized models train without the data-dependent initialization here (it changes the weights'
+values, not the cost of a step).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
@@ -72,8 +56,7 @@ from dataclasses import asdict, dataclass, field
 
 MODELS = ("pixelcnn", "gated-pixelcnn", "pixelcnnpp", "pixelsnail", "row-lstm", "diagonal-bilstm")
 SHAPES = ("1x28x28", "3x32x32")
-DTYPES = ("fp32", "bf16")
-LARGE = {("pixelsnail", "default")}  # only with --large (minutes per step on 2 cores)
+LARGE = {("pixelsnail", "default")}  # only with --large: 125 M parameters
 
 
 @dataclass
@@ -83,33 +66,57 @@ class Config:
     preset: str
     shape: str
     batch: int
-    overrides: dict = field(default_factory=dict)
-    reference: float | None = None  # images/s of the reference implementation, fp32, 2 threads
-    large: bool = False
+    options: dict = field(default_factory=dict)
+    reference: float | None = None  # images/s of the reference implementation, fp32, 2 CPU threads
 
 
 GATED_64 = dict(n_channels=64, n_layers=5, kernel_size=5, input_kernel_size=5, n_out_channels=256)
-GATED_128 = dict(n_channels=128, n_layers=12, kernel_size=5, input_kernel_size=5, n_out_channels=1024)
 PCNNPP_32 = dict(n_filters=32, n_blocks=2, n_mixtures=10, dropout=0.5)
-PCNNPP_128 = dict(n_filters=128, n_blocks=5)
-SNAIL_64_V128 = dict(value_size=128, n_mixtures=10)
-SNAIL_LARGE = dict(checkpoint_activations=True)
-
 REFERENCES = [
     Config("ref gated 64x5", "gated-pixelcnn", "default", "1x28x28", 16, GATED_64, 22.9),
     Config("ref gated 64x5", "gated-pixelcnn", "default", "3x32x32", 16, GATED_64, 14.4),
-    Config("ref gated 128x12", "gated-pixelcnn", "default", "1x28x28", 16, GATED_128, 2.6),
     Config("ref pixelcnn++ 32x2", "pixelcnnpp", "default", "1x28x28", 16, PCNNPP_32, 42.0),
     Config("ref pixelcnn++ 32x2", "pixelcnnpp", "default", "3x32x32", 16, PCNNPP_32, 31.9),
-    Config("ref pixelcnn++ 128x5", "pixelcnnpp", "default", "1x28x28", 16, PCNNPP_128, 2.6),
     Config("ref pixelsnail 64 2x2", "pixelsnail", "small", "1x28x28", 16, {}, 16.2),
-    Config("ref pixelsnail 64 2x2 v128", "pixelsnail", "small", "1x28x28", 16, SNAIL_64_V128, None),
-    Config("ref pixelsnail 256 12x5", "pixelsnail", "default", "3x32x32", 2, {}, 0.25, large=True),
-    Config("ref pixelsnail 256 12x5", "pixelsnail", "default", "3x32x32", 16, SNAIL_LARGE, None, large=True),
 ]
 
 
-# -- the child: one configuration, one dtype ---------------------------------------------------------------
+def parse_config(spec: str) -> tuple[str, str, dict]:
+    """'NAME:PRESET key=value ...' -> (name, preset, options); values are Python literals or strings."""
+    words = spec.split()
+    if not words or ":" not in words[0] or not all("=" in w for w in words[1:]):
+        raise SystemExit(f"--config: expected 'NAME:PRESET [key=value ...]', found {spec!r}")
+    name, _, preset = words[0].partition(":")
+    options = {}
+    for word in words[1:]:
+        key, _, value = word.partition("=")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return name, preset, options
+
+
+def machine(device: str) -> str:
+    """The CPU (model, cores, vector units, AMX or not), the GPU if used, and torch."""
+    import torch
+
+    cpu, flags = "?", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and cpu == "?":
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    units = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16") if f in flags) or "no AVX2"
+    amx = "AMX" if {"amx_bf16", "amx_tile"} <= flags else "no AMX"
+    gpu = f"{torch.cuda.get_device_name()}, " if device.startswith("cuda") else ""
+    return f"{gpu}CPU {cpu} ({os.cpu_count()} cores, {units}, {amx}), torch {torch.__version__}"
+
+
+# -- the child: one configuration, one dtype -----------------------------------------------------------------
 
 def sync(device: str) -> None:
     import torch
@@ -118,47 +125,88 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, steps: int,
-               max_seconds: float, compile: bool = False, keep_freed: bool | None = None) -> dict:
-    """Train ``cfg`` for warmup + timed steps in this process; the measurements as a dict.
+def extra_flops():
+    """FlopCounterMode formulas torch's table lacks: the in-place products, the CPU's attention kernels."""
+    import torch
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
 
-    ``keep_freed``: whether the process keeps its freed memory (``pixelmodels.evaluation.keep_freed_memory``);
-    None does what ``pixelmodels train`` does: on the CPU, where the library under test has it.
-    """
+    aten = torch.ops.aten
+    return {aten.addmm_: lambda bias, a, b, *args, out_shape=None, **kwargs: 2 * a[0] * a[1] * b[1],
+            aten.baddbmm_: lambda bias, a, b, *args, out_shape=None, **kwargs: 2 * a[0] * a[1] * a[2] * b[2],
+            aten._scaled_dot_product_flash_attention_for_cpu:
+            lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v),
+            aten._scaled_dot_product_flash_attention_for_cpu_backward:
+            lambda grad, q, k, v, *args, out_shape=None, **kwargs: sdpa_backward_flop_count(grad, q, k, v)}
+
+
+def batch_of(model, n: int, device: str):
+    """Random inputs of the model's kind: uint8 images, or int64 code maps."""
     import torch
 
+    if model.n_codes:
+        return torch.randint(0, model.n_codes, (n, *model.image_shape), device=device)
+    return torch.randint(0, 2**model.n_bits, (n, *model.image_shape), dtype=torch.uint8, device=device)
+
+
+def profile_table(step, steps: int, top: int, device: str) -> str:
+    """The top operators by self CPU time over ``steps`` calls of ``step``, as a markdown table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        sync(device)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    lines = ["| operator | self CPU % | self CPU ms / step | calls / step |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{e.key}` | {e.self_cpu_time_total / total:.1%} | {e.self_cpu_time_total / 1e3 / steps:.1f} "
+              f"| {e.count / steps:g} |" for e in rows]
+    rest = total - sum(e.self_cpu_time_total for e in rows)
+    lines.append(f"| (the other {len(events) - len(rows)} operators) | {rest / total:.1%} | "
+                 f"{rest / 1e3 / steps:.1f} | |")
+    return "\n".join(lines)
+
+
+def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, steps: int, max_seconds: float,
+               compile: bool, profile: int) -> dict:
+    """Train ``cfg`` for warm-up + timed steps in this process; the measurements as a dict."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     from pixelmodels import create_model
-    from pixelmodels.flops import training_step_flops
+    from pixelmodels.allocator import keep_freed_memory
 
     torch.set_num_threads(threads)
-    kept = False
-    if keep_freed or (keep_freed is None and torch.device(device).type == "cpu"):
-        try:
-            from pixelmodels.evaluation import keep_freed_memory
-        except ImportError:  # an older tree (benchmarks/before_after.py): its Trainer did not either
-            keep_freed_memory = None
-        if keep_freed and keep_freed_memory is None:
-            raise SystemExit("keep_freed: this tree has no pixelmodels.evaluation.keep_freed_memory")
-        kept = bool(keep_freed_memory and keep_freed_memory())
+    device_type = torch.device(device).type
+    kept = device_type == "cpu" and keep_freed_memory()  # as pixelmodels train does on the CPU
     torch.manual_seed(0)
     c, h, w = map(int, cfg.shape.split("x"))
-    overrides = dict(cfg.overrides)
-    model = create_model(cfg.model, image_shape=(c, h, w), n_bits=8, preset=cfg.preset, **overrides).to(device)
-    x = torch.randint(0, 256, (cfg.batch, c, h, w), dtype=torch.uint8, device=device)
-    flops = training_step_flops(model, x[:1]) * cfg.batch  # images are independent: linear in the batch
-    model.train()
+    options = dict(cfg.options)
+    if "n_codes" not in options:
+        options.setdefault("n_bits", 8)
+    model = create_model(cfg.model, image_shape=(c, h, w), preset=cfg.preset, **options).to(device).train()
+    x = batch_of(model, cfg.batch, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     forward = torch.compile(model) if compile else model
     scale = math.log(2) * c * h * w
-    device_type = torch.device(device).type
+
+    def loss_of(net, x):
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            params = net(x)
+        return model.head.nll(params.float(), x).sum() / (scale * len(x))  # bits/dim, float32
+
+    with FlopCounterMode(display=False, custom_mapping=extra_flops()) as counter:
+        loss_of(model, x[:1]).backward()  # images are independent: FLOPs grow linearly with the batch
+    flops = counter.get_total_flops() * cfg.batch
+    optimizer.zero_grad(set_to_none=True)
     if device_type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
-            params = forward(x)
-        loss = model.head.nll(params.float(), x).sum() / (scale * cfg.batch)  # bits/dim, float32
+        loss = loss_of(forward, x)
         loss.backward()
         optimizer.step()
         return loss
@@ -169,7 +217,6 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
     sync(device)
     warmup_s = time.perf_counter() - start
     times = []
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     while len(times) < max(1, steps) and (not times or sum(times) < max_seconds):
         sync(device)
         start = time.perf_counter()
@@ -177,15 +224,16 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
         sync(device)
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / len(times)
     if device_type == "cuda":
         memory = torch.cuda.max_memory_allocated() / 2**20
     else:
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return dict(images_per_s=cfg.batch / seconds, step_s=seconds, steps=len(times), flops=flops,
-                flops_per_s=flops / seconds, memory_mib=memory, loss=float(loss.detach()),
-                parameters=model.n_parameters(), threads=torch.get_num_threads(), warmup_s=warmup_s,
-                page_faults_per_step=faults, kept_freed_memory=kept)
+    result = dict(images_per_s=cfg.batch / seconds, step_s=seconds, steps=len(times), flops=flops,
+                  flops_per_s=flops / seconds, memory_mib=memory, loss=float(loss.detach()),
+                  parameters=model.n_parameters(), warmup_s=warmup_s, kept_freed_memory=kept)
+    if profile:
+        result["profile"] = profile_table(step, len(times), profile, device)
+    return result
 
 
 def matmul_peak(dtype: str, device: str, threads: int, n: int, seconds: float) -> float:
@@ -208,9 +256,19 @@ def matmul_peak(dtype: str, device: str, threads: int, n: int, seconds: float) -
     return best
 
 
+def worker(payload: dict) -> None:
+    if payload["kind"] == "peak":
+        result = matmul_peak(payload["dtype"], payload["device"], payload["threads"], payload["n"], payload["seconds"])
+    else:
+        result = run_config(Config(**payload["config"]), payload["dtype"], payload["device"], payload["threads"],
+                            payload["warmup"], payload["steps"], payload["max_seconds"], payload["compile"],
+                            payload["profile"])
+    print(json.dumps(result))
+
+
 # -- the parent ----------------------------------------------------------------------------------------------
 
-def child(args, payload: dict) -> dict:
+def child(args, payload: dict) -> dict | float:
     """Run ``payload`` in a fresh subprocess (CPU: under the address-space limit); {"error": ...} if it fails."""
     limit = int(args.memory_limit_gb * 2**30)
 
@@ -219,7 +277,7 @@ def child(args, payload: dict) -> dict:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    cmd = [sys.executable, __file__, "--worker", json.dumps(payload)]
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(payload)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, preexec_fn=limit_memory,
                               env=env)
@@ -232,91 +290,62 @@ def child(args, payload: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def worker(payload: dict) -> None:
-    if payload["kind"] == "peak":
-        result = matmul_peak(payload["dtype"], payload["device"], payload["threads"], payload["n"], payload["seconds"])
-    else:
-        result = run_config(Config(**payload["config"]), payload["dtype"], payload["device"], payload["threads"],
-                            payload["warmup"], payload["steps"], payload["max_seconds"], payload.get("compile", False),
-                            payload.get("keep_freed"))
-    print(json.dumps(result))
-
-
 def configs(args) -> list[Config]:
     out = []
-    for preset in args.presets:
-        for model in args.models:
-            if (model, preset) in LARGE and not args.large:
-                continue
-            for shape in args.shapes:
-                batch = args.batch_size or (args.default_batch if preset == "default" else args.small_batch)
-                large = (model, preset) in LARGE
-                extra = dict(checkpoint_activations=True) if large else {}
-                out.append(Config(f"{model}:{preset}", model, preset, shape, batch, extra, large=large))
+    if args.presets_rows:
+        for preset in args.presets:
+            for model in args.models:
+                if (model, preset) in LARGE and not args.large:
+                    continue
+                for shape in args.shapes:
+                    batch = args.batch_size or (args.default_batch if preset == "default" else args.small_batch)
+                    out.append(Config(f"{model}:{preset}", model, preset, shape, batch))
     if args.references:
-        wanted = [w for w in args.reference_labels.split(",") if w]
-        out += [c for c in REFERENCES if (args.large or not c.large)
-                and (not wanted or any(w in c.label for w in wanted))
-                and (not args.reference_shapes or c.shape in args.reference_shapes)]
+        out += [c if not args.batch_size else Config(**{**asdict(c), "batch": args.batch_size})
+                for c in REFERENCES if c.shape in args.shapes]
+    for spec in args.config:
+        name, preset, options = parse_config(spec)
+        for shape in args.shapes:
+            out.append(Config(spec, name, preset, shape, args.batch_size or args.small_batch, options))
     return out
 
 
-def fmt(x, spec="{:.1f}", missing="-"):
-    return missing if x is None else spec.format(x)
+def fmt(x, spec="{:.1f}"):
+    return "-" if x is None else spec.format(x)
 
 
-def no_native(peaks: dict, device: str) -> set:
-    """The precisions this machine has no native units for: bf16 where ``native_bf16`` says so, or whose
-    measured matmul peak is near zero (under 2% of fp32's): reported as such, never as a share of a peak."""
-    from pixelmodels.evaluation import native_bf16
-
-    import torch
-
-    out = set()
-    if "bf16" in peaks and (not native_bf16(torch.device(device))[0]
-                            or not peaks["bf16"] > 0.02 * peaks.get("fp32", 0.0)):
-        out.add("bf16")
-    return out
+def rate(x):
+    return fmt(x, "{:.2f}" if x < 10 else "{:.1f}")
 
 
-def table(rows, peaks, dtypes, emulated=frozenset()) -> None:
-    """The markdown table; ``dtypes`` are the columns' keys ("fp32", "bf16", "fp32 compiled", ...);
-    ``emulated``: precisions without native hardware (no share of a peak is given for them)."""
-    fp32, bf16 = "fp32" in dtypes, "bf16" in dtypes
+def table(rows, peaks: dict, dtypes: list[str], compiled: bool) -> None:
+    """The markdown table: per dtype images/s, GFLOP/s, share of the peak (and compiled images/s), memory."""
     head = ["configuration", "image", "batch", "parameters", "GFLOP / image (step)"]
-    if fp32:
-        head += ["fp32 images/s", "fp32 GFLOP/s", "of fp32 peak"]
-    if bf16:
-        head += ["bf16 images/s", "bf16 GFLOP/s", "of bf16 peak"]
-    if fp32 and bf16:
-        head += ["bf16 / fp32"]
-    compiled = [d for d in dtypes if d.endswith(" compiled")]
-    head += [f"{d} images/s" for d in compiled]
-    plain = [d for d in dtypes if d not in compiled]
-    head += [f"peak memory {d} (MiB)" for d in plain]
+    for d in dtypes:
+        head += [f"{d} images/s", f"{d} GFLOP/s", f"of {d} peak"]
+        head += [f"{d} compiled images/s", f"{d} compiled / eager"] if compiled else []
+    head += ["bf16 / fp32"] if {"fp32", "bf16"} <= set(dtypes) else []
+    head += [f"peak memory {d} (MiB)" for d in dtypes]
     head += ["reference images/s"] + [f"{d} / reference" for d in dtypes]
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
     for cfg, res in rows:
-        ok = {d: r for d, r in res.items() if "error" not in r}
-        any_r = next(iter(ok.values()), None)
-        cells = [cfg.label + (" (checkpointed)" if cfg.overrides.get("checkpoint_activations") else ""), cfg.shape,
-                 str(cfg.batch), fmt(any_r and any_r["parameters"], "{:,}"),
-                 fmt(any_r and any_r["flops"] / cfg.batch / 1e9, "{:.2f}")]
-        for d in plain:
+        ok = {k: r for k, r in res.items() if "error" not in r}
+        first = next(iter(ok.values()), None)
+        cells = [cfg.label, cfg.shape, str(cfg.batch), fmt(first and first["parameters"], "{:,}"),
+                 fmt(first and first["flops"] / cfg.batch / 1e9, "{:.2f}")]
+        for d in dtypes:
             r = ok.get(d)
-            if r is None:
-                cells += [res[d]["error"], "", ""]
-                continue
-            cells += [fmt(r["images_per_s"], "{:.2f}" if r["images_per_s"] < 10 else "{:.1f}"),
-                      fmt(r["flops_per_s"] / 1e9),
-                      "no native bf16" if d in emulated else fmt(r["flops_per_s"] / peaks[d], "{:.0%}")]
-        if fp32 and bf16:
-            cells.append(fmt(ok["bf16"]["images_per_s"] / ok["fp32"]["images_per_s"] if "fp32" in ok and "bf16" in ok
-                             else None, "{:.2f}x"))
-        cells += [fmt(ok[d]["images_per_s"], "{:.2f}" if ok[d]["images_per_s"] < 10 else "{:.1f}") if d in ok
-                  else res[d]["error"] for d in compiled]
-        cells += [fmt(ok[d]["memory_mib"], "{:,.0f}") if d in ok else "-" for d in plain]
+            cells += [rate(r["images_per_s"]), fmt(r["flops_per_s"] / 1e9), fmt(r["flops_per_s"] / peaks[d], "{:.0%}")
+                      ] if r else [res[d]["error"], "", ""]
+            if compiled:
+                rc = ok.get(f"{d} compiled")
+                cells += [rate(rc["images_per_s"]) if rc else res[f"{d} compiled"]["error"],
+                          fmt(rc["images_per_s"] / r["images_per_s"] if rc and r else None, "{:.2f}x")]
+        if {"fp32", "bf16"} <= set(dtypes):
+            cells.append(fmt(ok["bf16"]["images_per_s"] / ok["fp32"]["images_per_s"]
+                             if "fp32" in ok and "bf16" in ok else None, "{:.2f}x"))
+        cells += [fmt(ok[d]["memory_mib"], "{:,.0f}") if d in ok else "-" for d in dtypes]
         cells.append(fmt(cfg.reference, "{:g}"))
         cells += [fmt(ok[d]["images_per_s"] / cfg.reference if d in ok and cfg.reference else None, "{:.2f}x")
                   for d in dtypes]
@@ -324,93 +353,89 @@ def table(rows, peaks, dtypes, emulated=frozenset()) -> None:
 
 
 def main() -> None:
+    import torch
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated model names")
-    p.add_argument("--presets", default="small,default", help="comma-separated presets")
-    p.add_argument("--shapes", default=None, help="comma-separated CxHxW (default: %s; given, it also selects "
-                   "the reference rows)" % ",".join(SHAPES))
-    p.add_argument("--dtypes", default=",".join(DTYPES), help="fp32 and/or bf16")
-    p.add_argument("--batch-size", type=int, default=0, help="every model row's batch (default: per preset)")
-    p.add_argument("--small-batch", type=int, default=16, help="batch of the small-preset rows")
-    p.add_argument("--default-batch", type=int, default=4, help="batch of the default-preset rows")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=3, help="timed steps per configuration (at most)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    p.add_argument("--max-seconds", type=float, default=15.0, help="stop timing after this many seconds of steps")
-    p.add_argument("--no-references", dest="references", action="store_false", help="skip the reference rows")
-    p.add_argument("--only-references", action="store_true", help="only the reference rows")
-    p.add_argument("--reference-labels", default="", help="comma-separated substrings: only the reference rows "
-                   "whose label contains one (e.g. 'gated 64x5,pixelcnn++ 32x2')")
-    p.add_argument("--large", action="store_true", help="add pixelsnail:default and the large reference rows")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: tiny presets at 1x28x28, batch 4, one step, the first reference row")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated model names (preset rows)")
+    p.add_argument("--presets", default="small,default", help="comma-separated presets (preset rows)")
+    p.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated CxHxW (every kind of row)")
+    p.add_argument("--config", action="append", default=[], metavar="'NAME:PRESET key=value ...'",
+                   help="add a row of any model and options (repeatable), e.g. 'pixelsnail:small n_heads=2'")
+    p.add_argument("--no-presets", dest="presets_rows", action="store_false", help="no preset rows")
+    p.add_argument("--no-references", dest="references", action="store_false", help="no reference rows")
+    p.add_argument("--large", action="store_true", help="also pixelsnail:default (125 M parameters)")
+    p.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16")
     p.add_argument("--compile", action="store_true", help="also time every row with the forward under torch.compile")
+    p.add_argument("--profile", action="store_true", help="print the torch profiler's top operators of every row")
+    p.add_argument("--top", type=int, default=12, help="operators shown by --profile")
+    p.add_argument("--batch-size", type=int, default=0, help="every row's batch (default: per preset)")
+    p.add_argument("--small-batch", type=int, default=16, help="batch of the tiny/small preset and --config rows")
+    p.add_argument("--default-batch", type=int, default=4, help="batch of the default-preset rows")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per row (at most)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--max-seconds", type=float, default=15.0, help="stop timing a row after this many seconds")
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny presets at 1x28x28, batch 4, one step, "
+                   "the first reference row")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per child")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per child process")
     p.add_argument("--memory-limit-gb", type=float, default=20.0, help="address-space limit per child (CPU)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         worker(json.loads(args.worker))
         return
-    args.models, args.presets = args.models.split(","), args.presets.split(",")
-    args.reference_shapes = args.shapes.split(",") if args.shapes else None
-    args.shapes, dtypes = (args.shapes or ",".join(SHAPES)).split(","), args.dtypes.split(",")
-    peak_n, peak_s = 2048, 2.0
-    if args.only_references:
-        args.models = []
+    args.models, args.presets, args.shapes = args.models.split(","), args.presets.split(","), args.shapes.split(",")
+    dtypes = args.dtypes.split(",")
+    if set(dtypes) - {"fp32", "bf16"}:
+        p.error(f"--dtypes: expected fp32 and/or bf16, found {args.dtypes!r}")
+    for spec in args.config:
+        parse_config(spec)  # a bad spec stops here, before any child runs
+    peak_n, peak_s = (8192 if args.device.startswith("cuda") else 2048), 2.0
     if args.quick:
         args.presets, args.shapes, args.small_batch, args.default_batch = ["tiny"], ["1x28x28"], 4, 4
         args.steps, args.warmup, peak_n, peak_s = 1, 1, 1024, 0.3
-    if args.device.startswith("cuda"):
-        peak_n = 8192
-    print("command: python " + " ".join(sys.argv), flush=True)
     todo = configs(args)
     if args.quick:
         todo = [c for c in todo if c.reference is None or c is REFERENCES[0]]
+    print("command: python " + " ".join(sys.argv), flush=True)
+    print(machine(args.device), flush=True)
 
     def peak(d):
         r = child(args, dict(kind="peak", dtype=d, device=args.device, threads=args.threads, n=peak_n, seconds=peak_s))
         return r if isinstance(r, float) else float("nan")
 
-    start = time.time()
-    load0 = os.getloadavg()[0]
+    start, load0 = time.time(), os.getloadavg()[0]
     before = {d: peak(d) for d in dtypes}
-    print("matmul peak before: " + ", ".join(f"{d} {v / 1e9:.0f} GFLOP/s" for d, v in before.items()), flush=True)
-    columns = dtypes + ([f"{d} compiled" for d in dtypes] if args.compile else [])
-    rows = []
+    keys = [k for d in dtypes for k in ([d, f"{d} compiled"] if args.compile else [d])]
+    rows, kept = [], set()
     for cfg in todo:
         res = {}
-        for key in columns:
-            d, compiled = key.split(" ")[0], key.endswith(" compiled")
-            payload = dict(kind="config", config=asdict(cfg), dtype=d, device=args.device, threads=args.threads,
-                           warmup=args.warmup, steps=args.steps, max_seconds=args.max_seconds, compile=compiled)
+        for key in keys:
+            payload = dict(kind="config", config=asdict(cfg), dtype=key.split()[0], device=args.device,
+                           threads=args.threads, warmup=args.warmup, steps=args.steps, max_seconds=args.max_seconds,
+                           compile=key.endswith("compiled"), profile=args.top if args.profile else 0)
             res[key] = r = child(args, payload)
-            shown = r.get("error") or (f"{r['images_per_s']:.2f} images/s, {r['step_s']:.2f} s/step x {r['steps']}, "
+            kept.add(r.get("kept_freed_memory"))
+            shown = r.get("error") or (f"{r['images_per_s']:.2f} images/s, {r['step_s']:.3f} s/step x {r['steps']}, "
                                        f"warm-up {r['warmup_s']:.1f} s")
             print(f"{cfg.label} {cfg.shape} b{cfg.batch} {key}: {shown} [{time.time() - start:.0f} s]", flush=True)
         rows.append((cfg, res))
     after = {d: peak(d) for d in dtypes}
     peaks = {d: max(before[d], after[d]) for d in dtypes}
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               "?") if os.path.exists("/proc/cpuinfo") else "?"
-    print(f"\ntorch {torch.__version__}, device {args.device} ({cpu}), {args.threads} threads; one training step = "
-          f"forward, bits/dim loss, backward, Adam (n_bits 8); median of up to {args.steps} timed steps after "
-          f"{args.warmup} warm-up; wall {time.time() - start:.0f} s; 1-minute load {load0:.2f} before, "
-          f"{os.getloadavg()[0]:.2f} after")
-    emulated = no_native(peaks, args.device)
-    print("matmul peak (n=%d, best of before/after): " % peak_n + ", ".join(
-        (f"{d}: no native {d} (measured {peaks[d] / 1e9:.0f} GFLOP/s, emulated)" if d in emulated else
-         f"{d} {peaks[d] / 1e9:.0f} GFLOP/s (before {before[d] / 1e9:.0f}, after {after[d] / 1e9:.0f})")
+    print(f"\n{args.device}, {args.threads} threads; one step = forward, bits/dim loss, backward, Adam; median of up "
+          f"to {args.steps} timed steps after {args.warmup} warm-up"
+          + ("; freed memory kept, as pixelmodels train does on the CPU" if True in kept else "")
+          + f"; wall {time.time() - start:.0f} s; 1-minute load {load0:.2f} before, {os.getloadavg()[0]:.2f} after")
+    print(f"matmul peak ({peak_n}^3, best of before/after): " + ", ".join(
+        f"{d} {peaks[d] / 1e9:.0f} GFLOP/s (before {before[d] / 1e9:.0f}, after {after[d] / 1e9:.0f})"
         for d in dtypes) + "\n")
-    from pixelmodels.evaluation import native_bf16, resolve_precision
-
-    device = torch.device(args.device)
-    print(f"--precision auto (pixelmodels train's default) resolves to {resolve_precision('auto', device)} on this "
-          f"machine: {native_bf16(device)[1]}\n")
-    table(rows, peaks, columns, emulated)
+    table(rows, peaks, dtypes, args.compile)
+    for cfg, res in rows:
+        for key, r in res.items():
+            if "profile" in r:
+                print(f"\n{cfg.label} {cfg.shape} batch {cfg.batch} {key}: {r['step_s'] * 1e3:.0f} ms/step\n")
+                print(r["profile"])
 
 
 if __name__ == "__main__":

@@ -1,19 +1,23 @@
-"""The AUROC and the input perturbation of benchmarks/ood.py (the benchmark itself trains for minutes)."""
+"""examples/ood.py end to end at a tiny configuration: its AUROCs against counting every pair, its scores
+against the saved models (the example itself trains for minutes; here a few steps on tiny IDX files)."""
 
-import importlib.util
 import itertools
+import json
+import os
+import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "ood.py"
-_spec = importlib.util.spec_from_file_location("ood_benchmark", _PATH)
-ood = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = ood  # dataclasses look their module up there
-_spec.loader.exec_module(ood)
+import pixelmodels
+
+from formats import write_mnist
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "ood.py"
 
 
 def brute_force_auroc(a, b) -> Fraction:
@@ -23,63 +27,50 @@ def brute_force_auroc(a, b) -> Fraction:
     return wins / (len(a) * len(b))
 
 
-@pytest.mark.parametrize("n_in, n_out, n_values", [(1, 1, 2), (7, 3, 3), (40, 25, 5), (60, 90, 1000), (13, 13, 1)])
-def test_auroc_equals_the_pair_count(n_in, n_out, n_values):
-    gen = torch.Generator().manual_seed(n_in * 1000 + n_out)
-    # few distinct values: many ties, within and across the two sets
-    a = torch.randint(0, n_values, (n_in,), generator=gen).double() / 4
-    b = torch.randint(0, n_values, (n_out,), generator=gen).double() / 4 + 0.25
-    expected = brute_force_auroc(a.tolist(), b.tolist())
-    assert ood.auroc(a, b) == pytest.approx(float(expected), abs=1e-12)
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ood")
+    fashion, mnist, out = root / "fashion", root / "mnist", root / "out"
+    write_mnist(fashion, "train", n=32, seed=1)
+    write_mnist(fashion, "test", n=12, seed=2)
+    write_mnist(mnist, "test", n=10, seed=3)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PIXELMODELS_NO_DOWNLOAD="1")
+    done = subprocess.run([sys.executable, str(SCRIPT), "--preset", "tiny", "--steps", "3", "--batch-size", "8",
+                           "--n-eval", "10", "--sequential", "--data-dir", str(fashion), "--ood-data", str(mnist),
+                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return out, done.stdout, json.loads((out / "results.json").read_text()), dict(np.load(out / "scores.npz"))
 
 
-def test_auroc_extremes_and_symmetry():
-    assert ood.auroc([3.0, 4.0], [1.0, 2.0, 2.5]) == 1.0
-    assert ood.auroc([1.0, 2.0, 2.5], [3.0, 4.0]) == 0.0
-    assert ood.auroc([2.0] * 5, [2.0] * 3) == 0.5
-    a, b = torch.randn(30), torch.randn(20)
-    assert ood.auroc(a, b) + ood.auroc(b, a) == pytest.approx(1.0, abs=1e-12)
-    assert ood.auroc(-a, -b) == pytest.approx(ood.auroc(b, a), abs=1e-12)
+def test_the_tables_name_every_set_and_score(run):
+    _, stdout, results, _ = run
+    assert results["sets"]["mnist"] == f"MNIST test, {Path(results['runs']['model']).parents[1] / 'mnist'}"
+    for title in results["sets"].values():
+        assert f"| {title} |" in stdout
+    assert set(results["auroc"]) == {"mnist", "noise", "inverted"}
+    for scores in results["auroc"].values():
+        assert set(scores) == {"likelihood", "ratio background_mu_0.2"}
+        assert all(0.0 <= v <= 1.0 for v in scores.values())
 
 
-def test_auroc_refuses_empty_and_nan():
-    with pytest.raises(ValueError, match="both sets"):
-        ood.auroc([], [1.0])
-    with pytest.raises(ValueError, match="finite"):
-        ood.auroc([1.0, float("nan")], [0.0])
+def test_auroc_equals_the_pair_count(run):
+    _, _, results, scores = run
+    in_model, in_background = scores["bpd_in_model"], scores["bpd_in_background_mu_0.2"]
+    for s, printed in results["auroc"].items():
+        model, background = scores[f"bpd_{s}_model"], scores[f"bpd_{s}_background_mu_0.2"]
+        assert printed["likelihood"] == pytest.approx(float(brute_force_auroc(-in_model, -model)), abs=1e-12)
+        ratio = brute_force_auroc(in_background - in_model, background - model)
+        assert printed["ratio background_mu_0.2"] == pytest.approx(float(ratio), abs=1e-12)
 
 
-def test_perturb_keeps_shape_dtype_range_and_input():
-    x = torch.randint(0, 8, (64, 1, 28, 28), dtype=torch.uint8)
-    before = x.clone()
-    y = ood.perturb(x, 0.5, 3, torch.Generator().manual_seed(0))
-    assert y.shape == x.shape and y.dtype == torch.uint8
-    assert int(y.max()) < 8
-    assert torch.equal(x, before)
-    assert torch.equal(ood.perturb(x, 0.0, 3), x)
-
-
-def test_perturb_replaces_a_fraction_mu_with_uniform_values():
-    n_bits, mu = 8, 0.3
-    x = torch.full((200, 1, 28, 28), 17, dtype=torch.uint8)
-    y = ood.perturb(x, mu, n_bits, torch.Generator().manual_seed(1))
-    n = x.numel()
-    changed = (y != x).double().mean().item()
-    expected = mu * (1 - 2**-n_bits)  # a replacement may draw the old value
-    assert abs(changed - expected) < 5 * (expected * (1 - expected) / n) ** 0.5
-    # mu = 1: every value is a fresh uniform draw, whatever the input
-    z = ood.perturb(torch.zeros(4000, 1, 4, 4, dtype=torch.uint8), 1.0, 3, torch.Generator().manual_seed(2))
-    counts = torch.bincount(z.flatten().long(), minlength=8).double()
-    expected_count = z.numel() / 8
-    chi2 = ((counts - expected_count) ** 2 / expected_count).sum().item()
-    assert chi2 < 30.0  # chi-square with 7 degrees of freedom: p < 1e-4 beyond 30
-
-
-def test_perturb_draws_afresh_and_repeats_with_the_seed():
-    x = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
-    gen = torch.Generator().manual_seed(3)
-    first, second = ood.perturb(x, 0.2, 8, gen), ood.perturb(x, 0.2, 8, gen)
-    assert not torch.equal(first, second)
-    assert torch.equal(first, ood.perturb(x, 0.2, 8, torch.Generator().manual_seed(3)))
-    with pytest.raises(ValueError, match="mu"):
-        ood.perturb(x, 1.5, 8)
+def test_scores_are_the_saved_models_bits_per_dim(run):
+    _, _, results, scores = run
+    assert len(scores["images_in"]) == 10 and len(scores["images_mnist"]) == 10  # --n-eval, all 10 digits
+    assert np.array_equal(scores["images_inverted"], 255 - scores["images_in"])
+    for name, folder in results["runs"].items():
+        model = pixelmodels.load(folder)
+        for s in results["sets"]:
+            with torch.no_grad():
+                expected = model.bits_per_dim(torch.from_numpy(scores[f"images_{s}"])).double()
+            assert np.allclose(scores[f"bpd_{s}_{name}"], expected.numpy(), rtol=0, atol=1e-5), (name, s)
+            assert results["mean_bpd"][s][name] == pytest.approx(float(expected.mean()), abs=1e-5)

