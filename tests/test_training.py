@@ -14,6 +14,7 @@ from pixelmodels.config import DataConfig, RunConfig, TrainConfig
 from pixelmodels.data import ImageDataset
 from pixelmodels.errors import PixelModelsError
 
+import faults
 from formats import write_mnist
 
 
@@ -162,7 +163,7 @@ def test_metrics_are_strict_json_with_null_for_a_non_finite_loss(tmp_path, monke
     write_mnist(tmp_path / "data", "train", n=24, seed=1)
     write_mnist(tmp_path / "data", "test", n=4, seed=2)
     monkeypatch.setenv("PIXELMODELS_NO_DOWNLOAD", "1")
-    monkeypatch.setenv("PIXELMODELS_FAULTS", "nan@2")
+    faults.install("nan@2", monkeypatch.setattr)
     out = tmp_path / "run"
     assert main(["train", "--model", "gated-pixelcnn", "--preset", "tiny", "--dataset", "fashion-mnist",
                  "--data-dir", str(tmp_path / "data"), "--batch-size", "8", "--max-steps", "2", "--n-samples", "0",
