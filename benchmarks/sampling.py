@@ -40,9 +40,6 @@ or ``--config "NAME:PRESET key=value ..."``), image shape and batch n:
 from __future__ import annotations
 
 import argparse
-import ast
-import os
-import platform
 import sys
 import time
 
@@ -53,6 +50,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from pixelmodels import complete, create_model, list_models, sample
+from pixelmodels.errors import PixelModelsError
+from pixelmodels.evaluation import describe_machine
+from pixelmodels.models.registry import parse_model_spec
 
 aten = torch.ops.aten
 # FLOP formulas torch's table lacks: the in-place products a cache step uses, the CPU's attention kernel
@@ -67,40 +67,6 @@ OPERAND_OPS = {aten.mm, aten.addmm, aten.addmm_, aten.bmm, aten.baddbmm, aten.ba
 PROFILED_PRODUCTS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::baddbmm_",
                      "aten::mv", "aten::addmv", "aten::mkldnn_convolution", "aten::thnn_conv2d",
                      "aten::cudnn_convolution", "aten::_scaled_dot_product_flash_attention_for_cpu")
-
-
-def machine(device: torch.device) -> str:
-    """The CPU (model, cores, vector units, AMX or not), the GPU if used, and torch's threads."""
-    cpu, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    units = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16") if f in flags) or "no AVX2"
-    amx = "AMX" if {"amx_bf16", "amx_tile"} <= flags else "no AMX"
-    gpu = f"{torch.cuda.get_device_name(device)}, " if device.type == "cuda" else ""
-    return (f"{gpu}CPU {cpu} ({os.cpu_count()} cores, {units}, {amx}), {torch.get_num_threads()} threads, "
-            f"torch {torch.__version__}")
-
-
-def parse_config(spec: str) -> tuple[str, str, dict]:
-    """'NAME:PRESET key=value ...' -> (name, preset, options); values are Python literals or strings."""
-    words = spec.split()
-    if not words or ":" not in words[0] or not all("=" in w for w in words[1:]):
-        raise SystemExit(f"--config: expected 'NAME:PRESET [key=value ...]', found {spec!r}")
-    name, _, preset = words[0].partition(":")
-    options = {}
-    for word in words[1:]:
-        key, _, value = word.partition("=")
-        try:
-            options[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key] = value
-    return name, preset, options
 
 
 def sync(device: torch.device) -> None:
@@ -261,11 +227,14 @@ def main() -> None:
         args.preset, args.shapes, batches, copy_mib, matmul_size = "tiny", ["1x12x12"], [4], 64, 512
     names = args.models if args.models is not None else ([] if args.config else list_models())
     models = [(f"{name}:{args.preset}", name, args.preset, {}) for name in names]
-    models += [(spec, *parse_config(spec)) for spec in args.config]
+    try:
+        models += [(spec, *parse_model_spec(spec)) for spec in args.config]
+    except PixelModelsError as e:
+        p.error(str(e))
     torch.manual_seed(0)
     bandwidth, flops = copy_bandwidth(device, copy_mib), matmul_flops(device, matmul_size)
     print("command: python " + " ".join(sys.argv))
-    print(f"machine: {machine(device)}")
+    print(f"machine: {describe_machine(device)}")
     print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s ({copy_mib} MiB float32, read + written); float32 matrix "
           f"product {flops / 1e9:.1f} GFLOP/s ({matmul_size}^3); cached: "
           + ("whole batches sampled" if args.positions is None else f"first {args.positions} positions stepped")

@@ -43,7 +43,6 @@ values, not the cost of a step).
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import math
 import os
@@ -53,6 +52,10 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+
+from pixelmodels.errors import PixelModelsError
+from pixelmodels.evaluation import describe_machine
+from pixelmodels.models.registry import parse_model_spec
 
 MODELS = ("pixelcnn", "gated-pixelcnn", "pixelcnnpp", "pixelsnail", "row-lstm", "diagonal-bilstm")
 SHAPES = ("1x28x28", "3x32x32")
@@ -79,41 +82,6 @@ REFERENCES = [
     Config("ref pixelcnn++ 32x2", "pixelcnnpp", "default", "3x32x32", 16, PCNNPP_32, 31.9),
     Config("ref pixelsnail 64 2x2", "pixelsnail", "small", "1x28x28", 16, {}, 16.2),
 ]
-
-
-def parse_config(spec: str) -> tuple[str, str, dict]:
-    """'NAME:PRESET key=value ...' -> (name, preset, options); values are Python literals or strings."""
-    words = spec.split()
-    if not words or ":" not in words[0] or not all("=" in w for w in words[1:]):
-        raise SystemExit(f"--config: expected 'NAME:PRESET [key=value ...]', found {spec!r}")
-    name, _, preset = words[0].partition(":")
-    options = {}
-    for word in words[1:]:
-        key, _, value = word.partition("=")
-        try:
-            options[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key] = value
-    return name, preset, options
-
-
-def machine(device: str) -> str:
-    """The CPU (model, cores, vector units, AMX or not), the GPU if used, and torch."""
-    import torch
-
-    cpu, flags = "?", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and cpu == "?":
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    units = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16") if f in flags) or "no AVX2"
-    amx = "AMX" if {"amx_bf16", "amx_tile"} <= flags else "no AMX"
-    gpu = f"{torch.cuda.get_device_name()}, " if device.startswith("cuda") else ""
-    return f"{gpu}CPU {cpu} ({os.cpu_count()} cores, {units}, {amx}), torch {torch.__version__}"
 
 
 # -- the child: one configuration, one dtype -----------------------------------------------------------------
@@ -304,7 +272,7 @@ def configs(args) -> list[Config]:
         out += [c if not args.batch_size else Config(**{**asdict(c), "batch": args.batch_size})
                 for c in REFERENCES if c.shape in args.shapes]
     for spec in args.config:
-        name, preset, options = parse_config(spec)
+        name, preset, options = parse_model_spec(spec)
         for shape in args.shapes:
             out.append(Config(spec, name, preset, shape, args.batch_size or args.small_batch, options))
     return out
@@ -390,7 +358,10 @@ def main() -> None:
     if set(dtypes) - {"fp32", "bf16"}:
         p.error(f"--dtypes: expected fp32 and/or bf16, found {args.dtypes!r}")
     for spec in args.config:
-        parse_config(spec)  # a bad spec stops here, before any child runs
+        try:
+            parse_model_spec(spec)  # a bad spec stops here, before any child runs
+        except PixelModelsError as e:
+            p.error(str(e))
     peak_n, peak_s = (8192 if args.device.startswith("cuda") else 2048), 2.0
     if args.quick:
         args.presets, args.shapes, args.small_batch, args.default_batch = ["tiny"], ["1x28x28"], 4, 4
@@ -399,7 +370,7 @@ def main() -> None:
     if args.quick:
         todo = [c for c in todo if c.reference is None or c is REFERENCES[0]]
     print("command: python " + " ".join(sys.argv), flush=True)
-    print(machine(args.device), flush=True)
+    print(describe_machine(args.device), flush=True)
 
     def peak(d):
         r = child(args, dict(kind="peak", dtype=d, device=args.device, threads=args.threads, n=peak_n, seconds=peak_s))

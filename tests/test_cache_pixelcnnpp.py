@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pixelmodels import create_model
-from pixelmodels.nn import DownRightShiftedConvTranspose2d, DownShiftedConvTranspose2d
+from pixelmodels.nn import DownShiftedConvTranspose2d
 from pixelmodels.nn.fast import StepMatrix
 from pixelmodels.nn.incremental import conv_transpose_row, frozen
 

@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 import pixelmodels
-from pixelmodels import checkpoint as ckpt
 from pixelmodels.cli import main
 from pixelmodels.errors import PixelModelsError
 

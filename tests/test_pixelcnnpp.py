@@ -1,6 +1,5 @@
 """PixelCNN++ specifics: data-dependent initialization, sizes, the full receptive field."""
 
-import pytest
 import torch
 
 from pixelmodels import create_model

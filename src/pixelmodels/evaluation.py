@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -42,6 +43,24 @@ def cpu_flags() -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+def describe_machine(device: torch.device | str = "cpu") -> str:
+    """The machine in words, for a benchmark's table: the CPU (model, cores, vector units, AMX or not), the
+    GPU if ``device`` is one, torch's threads and version."""
+    device = torch.device(device)
+    cpu = "?"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    flags = cpu_flags()
+    units = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16") if f in flags) or "no AVX2"
+    amx = "AMX" if {"amx_bf16", "amx_tile"} <= flags else "no AMX"
+    gpu = f"{torch.cuda.get_device_name(device)}, " if device.type == "cuda" else ""
+    return (f"{gpu}CPU {cpu} ({os.cpu_count()} cores, {units}, {amx}), {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}")
 
 
 def native_bf16(device: torch.device) -> tuple[bool, str]:

@@ -11,6 +11,7 @@ the tests, which run over every registered model.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,23 @@ def resolve_options(name: str, preset: str = "default", overrides: dict[str, Any
         raise PixelModelsError(f"{name}: unknown options {unknown}; expected some of {sorted(fields)}")
     defaults = {**spec.defaults, **spec.presets[preset], **({"likelihood": "categorical"} if codes else {})}
     return spec.options(**{**defaults, **overrides})
+
+
+def parse_model_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """'NAME:PRESET key=value ...' -> (name, preset, options), values as Python literals or else strings: a
+    model named on one line (benchmarks' ``--config``)."""
+    words = spec.split()
+    if not words or ":" not in words[0] or not all("=" in w for w in words[1:]):
+        raise PixelModelsError(f"--config: expected 'NAME:PRESET [key=value ...]', found {spec!r}")
+    name, _, preset = words[0].partition(":")
+    options = {}
+    for word in words[1:]:
+        key, _, value = word.partition("=")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return name, preset, options
 
 
 def build_model(config: ModelConfig):
