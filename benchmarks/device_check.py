@@ -401,7 +401,6 @@ def write_arrays(folder: Path, shape, n_train: int, n_test: int) -> None:
 def child_env() -> dict:
     env = dict(os.environ, PIXELMODELS_NO_DOWNLOAD="1")
     env.setdefault("OMP_NUM_THREADS", "1")
-    env.pop("PIXELMODELS_FAULTS", None)
     return env
 
 

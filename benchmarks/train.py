@@ -144,11 +144,9 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
     from torch.utils.flop_counter import FlopCounterMode
 
     from pixelmodels import create_model
-    from pixelmodels.allocator import keep_freed_memory
 
     torch.set_num_threads(threads)
     device_type = torch.device(device).type
-    kept = device_type == "cpu" and keep_freed_memory()  # as pixelmodels train does on the CPU
     torch.manual_seed(0)
     c, h, w = map(int, cfg.shape.split("x"))
     options = dict(cfg.options)
@@ -198,7 +196,7 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     result = dict(images_per_s=cfg.batch / seconds, step_s=seconds, steps=len(times), flops=flops,
                   flops_per_s=flops / seconds, memory_mib=memory, loss=float(loss.detach()),
-                  parameters=model.n_parameters(), warmup_s=warmup_s, kept_freed_memory=kept)
+                  parameters=model.n_parameters(), warmup_s=warmup_s)
     if profile:
         result["profile"] = profile_table(step, len(times), profile, device)
     return result
@@ -379,7 +377,7 @@ def main() -> None:
     start, load0 = time.time(), os.getloadavg()[0]
     before = {d: peak(d) for d in dtypes}
     keys = [k for d in dtypes for k in ([d, f"{d} compiled"] if args.compile else [d])]
-    rows, kept = [], set()
+    rows = []
     for cfg in todo:
         res = {}
         for key in keys:
@@ -387,7 +385,6 @@ def main() -> None:
                            threads=args.threads, warmup=args.warmup, steps=args.steps, max_seconds=args.max_seconds,
                            compile=key.endswith("compiled"), profile=args.top if args.profile else 0)
             res[key] = r = child(args, payload)
-            kept.add(r.get("kept_freed_memory"))
             shown = r.get("error") or (f"{r['images_per_s']:.2f} images/s, {r['step_s']:.3f} s/step x {r['steps']}, "
                                        f"warm-up {r['warmup_s']:.1f} s")
             print(f"{cfg.label} {cfg.shape} b{cfg.batch} {key}: {shown} [{time.time() - start:.0f} s]", flush=True)
@@ -396,7 +393,6 @@ def main() -> None:
     peaks = {d: max(before[d], after[d]) for d in dtypes}
     print(f"\n{args.device}, {args.threads} threads; one step = forward, bits/dim loss, backward, Adam; median of up "
           f"to {args.steps} timed steps after {args.warmup} warm-up"
-          + ("; freed memory kept, as pixelmodels train does on the CPU" if True in kept else "")
           + f"; wall {time.time() - start:.0f} s; 1-minute load {load0:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"matmul peak ({peak_n}^3, best of before/after): " + ", ".join(
         f"{d} {peaks[d] / 1e9:.0f} GFLOP/s (before {before[d] / 1e9:.0f}, after {after[d] / 1e9:.0f})"

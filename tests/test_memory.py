@@ -1,5 +1,5 @@
-"""``keep_freed_memory``: freed blocks are reused instead of mapped afresh, the user's malloc tuning wins, and
-only the ``train`` command sets it (the entry point owns the process; the library's Trainer leaves it alone)."""
+"""The library changes no process-wide state: after training with the Trainer, glibc's allocator is as it was
+(a block over its mmap threshold is still mapped apart and unmapped on free)."""
 
 import ctypes
 import json
@@ -10,26 +10,21 @@ from pathlib import Path
 
 import pytest
 
-import pixelmodels.allocator
-from pixelmodels.cli import main
+import pixelmodels
 
-from formats import write_mnist
-
-SRC = str(Path(pixelmodels.allocator.__file__).resolve().parents[1])
+SRC = str(Path(pixelmodels.__file__).resolve().parents[1])
 
 # A 48 MiB tensor (over the mmap threshold glibc adapts up to by default, 32 MiB) allocated and freed; where its
 # memory came from and where it went, from glibc's mallinfo2 (MiB): mapped apart (hblkhd) or from the heap, and
-# the heap's free bytes after the free (fordblks), as JSON with whether the setting was applied. Mode "trainer"
-# first trains a tiny model with the library's Trainer, to see the allocator it leaves behind.
+# the heap's free bytes after the free (fordblks), as JSON. Mode "trainer" first trains a tiny model with the
+# library's Trainer, to see the allocator it leaves behind.
 CHILD = r"""
 import ctypes, json, sys, torch
-from pixelmodels.allocator import keep_freed_memory
 class Info(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
                 ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Info
-applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 if sys.argv[1] == "trainer":
     import pixelmodels
     from pixelmodels.config import DataConfig, RunConfig, TrainConfig
@@ -45,7 +40,7 @@ x = torch.ones(48 * 2**18)
 live = libc.mallinfo2()
 del x
 freed = libc.mallinfo2()
-print(json.dumps(dict(applied=applied, mapped_apart=(live.hblkhd - before.hblkhd) / 2**20,
+print(json.dumps(dict(mapped_apart=(live.hblkhd - before.hblkhd) / 2**20,
                       unmapped=(live.hblkhd - freed.hblkhd) / 2**20, free_in_heap=freed.fordblks / 2**20)))
 """
 
@@ -69,37 +64,7 @@ def child(mode: str, *args, **env) -> dict:
 
 
 @glibc_linux
-def test_freed_blocks_stay_in_the_heap_for_the_next_allocation():
-    system, kept = child("system"), child("keep")
-    assert kept["applied"] and not system["applied"]
-    # glibc's default: mapped apart and unmapped on free (the next one is faulted in and zero-filled again)
-    assert system["mapped_apart"] >= 48 and system["unmapped"] >= 48
-    # kept: served from the heap, and its 48 MiB stay there, free for the next step's activations
-    assert kept["mapped_apart"] < 1 and kept["unmapped"] < 1 and kept["free_in_heap"] >= 48
-
-
-@glibc_linux
-def test_a_users_own_malloc_tuning_is_left_alone():
-    tuned = child("keep", MALLOC_MMAP_THRESHOLD_="131072")
-    assert not tuned["applied"] and tuned["mapped_apart"] >= 48 and tuned["unmapped"] >= 48
-    assert not child("keep", GLIBC_TUNABLES="glibc.malloc.trim_threshold=131072")["applied"]
-
-
-@glibc_linux
 def test_the_library_trainer_leaves_the_allocator_as_it_found_it(tmp_path):
     after = child("trainer", str(tmp_path / "run"))
     assert (tmp_path / "run" / "model.safetensors").is_file()  # it trained
     assert after["mapped_apart"] >= 48 and after["unmapped"] >= 48  # glibc's default, untouched
-
-
-def test_the_train_command_keeps_freed_memory_once(tmp_path, monkeypatch):
-    data = tmp_path / "fmnist"
-    write_mnist(data, "train", n=8, seed=1)
-    write_mnist(data, "test", n=4, seed=2)
-    monkeypatch.setenv("PIXELMODELS_NO_DOWNLOAD", "1")
-    calls = []
-    monkeypatch.setattr(pixelmodels.allocator, "keep_freed_memory", lambda: calls.append(1) or True)
-    assert main(["train", "--model", "gated-pixelcnn", "--preset", "tiny", "--dataset", "fashion-mnist",
-                 "--data-dir", str(data), "--batch-size", "4", "--max-steps", "1", "--n-samples", "0",
-                 "--no-progress", "--device", "cpu", "--out", str(tmp_path / "run")]) == 0
-    assert calls == [1]

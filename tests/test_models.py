@@ -167,7 +167,7 @@ def test_bad_labels_and_shapes_are_clear_errors():
         model.log_prob(x, torch.tensor([0, 4]))
     with pytest.raises(PixelModelsError, match="give y"):
         model.log_prob(x)
-    with pytest.raises(PixelModelsError, match=r"expected shape \(B, 1, 8, 8\), found \(2, 3, 8, 8\)"):
+    with pytest.raises(PixelModelsError, match=r"\(C, H, W\) = \(1, 8, 8\) \(grayscale 8x8\), found a tensor of shape \(2, 3, 8, 8\)"):
         model.log_prob(torch.zeros(2, 3, H, W, dtype=torch.uint8), torch.tensor([0, 1]))
     with pytest.raises(PixelModelsError, match="unknown model 'nope'"):
         create_model("nope", image_shape=(1, H, W))

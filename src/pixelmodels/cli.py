@@ -72,7 +72,7 @@ def train_parser(model: str | None) -> argparse.ArgumentParser:
 
 
 def cmd_train(argv: list[str]) -> int:
-    from pixelmodels import allocator, runs
+    from pixelmodels import runs
 
     pre = Parser(add_help=False)
     pre.add_argument("--model")
@@ -92,8 +92,6 @@ def cmd_train(argv: list[str]) -> int:
     limits = runs.stop_rule(trainer.run.train, len(trainer.train_set))
     if limits is not None and trainer.world.main:
         print(limits, file=sys.stderr)
-    if trainer.device.type == "cpu":
-        allocator.keep_freed_memory()  # the steps' activations reuse freed memory instead of fresh zeroed pages
     record = trainer.fit(command=["pixelmodels", "train", *argv])
     print(f"run directory: {out}")
     print(f"test bits/dim (EMA weights): {record['test_bpd']:.4f} after {record['step']} steps")

@@ -140,17 +140,21 @@ class AutoregressiveModel(nn.Module):
 
     def check_images(self, x: torch.Tensor, what: str = "images") -> None:
         """Refuse inputs the model cannot take (shape, dtype, values), naming ``what`` and what was found."""
-        if x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.image_shape):
-            raise PixelModelsError(
-                f"{what}: expected shape (B, {', '.join(map(str, self.image_shape))}), found {tuple(x.shape)}")
+        c, h, w = self.image_shape
+        if x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
+            kind = {1: "grayscale", 3: "RGB"}.get(c, f"{c}-channel")
+            raise PixelModelsError(f"{what}: the model takes images (N, C, H, W) with (C, H, W) = ({c}, {h}, {w}) "
+                                   f"({kind} {h}x{w}), found a tensor of shape {tuple(x.shape)}")
         if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
             raise PixelModelsError(f"{what}: expected integer images (what the datasets give), found dtype {x.dtype}")
         # the range check reads the values: skipped inside torch.compile (it would break the graph)
         top = self.n_codes or 2**self.n_bits
         if x.numel() and not torch.compiler.is_compiling() and (int(x.min()) < 0 or int(x.max()) >= top):
-            bad = x[(x.long() < 0) | (x.long() >= top)][0].item()
-            kind = "codes" if self.n_codes else f"{what} of {self.n_bits}-bit values"
-            raise PixelModelsError(f"{kind}: expected values in 0..{top - 1}, found {bad}")
+            if self.n_codes:
+                bad = x[(x.long() < 0) | (x.long() >= top)][0].item()
+                raise PixelModelsError(f"codes: expected values in 0..{top - 1}, found {bad}")
+            raise PixelModelsError(f"{what}: the model takes {self.n_bits}-bit values 0..{top - 1}, "
+                                   f"found values {int(x.min())}..{int(x.max())}")
 
     def check_input(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
         """Refuse images or labels the model cannot take; the labels as ``check_labels`` gives them."""

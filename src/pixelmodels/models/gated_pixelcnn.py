@@ -41,6 +41,7 @@ from pixelmodels.models.base import AutoregressiveModel, ModelOptions
 from pixelmodels.models.registry import register_model
 from pixelmodels.nn import DownShiftedConv2d, MaskedConv2d, channel_groups, down_shift
 from pixelmodels.nn.conditioning import Condition, Conditioning
+from pixelmodels.nn.fast import Conv2d
 from pixelmodels.settings import MAX_FEATURES, MAX_KERNEL, MAX_LAYERS, setting
 
 
@@ -77,7 +78,7 @@ class GatedLayer(nn.Module):
         gate_groups = torch.cat([groups, groups])  # tanh half and sigmoid half
         in_groups = channel_groups(in_ch, n_groups)
         self.v_conv = DownShiftedConv2d(in_ch, 2 * n, (k // 2 + 1, k))
-        self.v_to_h = nn.Conv2d(2 * n, 2 * n, 1)
+        self.v_to_h = Conv2d(2 * n, 2 * n, 1)
         self.h_conv = MaskedConv2d(in_ch, 2 * n, k, "A" if first else "B", n_groups,
                                    out_groups=gate_groups, in_groups=in_groups, shape="row")
         self.h_out = MaskedConv2d(n, n, 1, "B", n_groups)

@@ -1,7 +1,7 @@
 """The library's speed code for the CPU, in one place, behind one switch.
 
-Every model is written in plain PyTorch; the two kernels here replace a plain computation with
-one that gives the same values (up to float rounding) faster on the CPU. Each stays only while
+Every model is written in plain PyTorch; the kernels here replace a plain computation with one
+that gives the same values (up to float rounding) faster on the CPU. Each stays only while
 it makes a whole training or sampling step at least 5% faster at a default or reference preset,
 measured side by side with the switch off (BENCHMARKS.md, "speed code"). The switch:
 
@@ -11,8 +11,10 @@ measured side by side with the switch off (BENCHMARKS.md, "speed code"). The swi
 With the switch off (or on another device, under autocast or ``torch.compile``) every call here is
 the plain PyTorch expression it names, which is the tested reference: the model tests run both.
 
-* ``conv2d``: the weight gradient of a stride-1 convolution as a forward convolution (oneDNN's
-  backward-weights kernel is slow on the CPU), for the kernel shapes where that pays.
+* ``conv2d`` (and ``Conv2d``, the module that calls it): in CPU training, a 1x1 convolution as one
+  batched matrix product (oneDNN's backward of a 1x1 convolution is slow).
+* ``dropout``: inverted dropout as a product with a mask drawn by ``torch.rand`` (``F.dropout``'s CPU
+  kernel is slower).
 * ``StepMatrix``: a cached sampling step's product with a large weight, in the layout MKL runs
   faster at a few rows.
 """
@@ -23,6 +25,7 @@ import contextlib
 import os
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 _enabled = os.environ.get("PIXELMODELS_FAST_KERNELS", "1") != "0"
@@ -55,56 +58,42 @@ def _on_cpu(x: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling())
 
 
-# -- weight gradients by forward convolution -------------------------------------------------------
+# -- 1x1 convolutions in training ----------------------------------------------------------------
 
-def weight_grad_by_forward(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """The weight gradient (out, in, kh, kw) of a stride-1 unpadded convolution of x (B, in, H + kh - 1,
-    W + kw - 1) whose output gradient is ``grad`` (B, out, H, W), as one forward convolution.
-
-    dW[o, c, i, j] = sum over (n, h, w) of grad[n, o, h, w] * x[n, c, h + i, w + j]: x with its channels as
-    the batch and its images as the channels, convolved with the gradient (likewise swapped) as the kernel.
-    """
-    return F.conv2d(x.transpose(0, 1).contiguous(), grad.transpose(0, 1).contiguous()).transpose(0, 1).contiguous()
-
-
-class _Conv2dWeightGradByForward(torch.autograd.Function):
-    """``F.conv2d(x, weight, bias)`` (stride 1, no padding) whose weight gradient is a forward convolution."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return F.conv2d(x, weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gx = torch.ops.aten.convolution_backward(grad, x, weight, None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1,
-                                                     (True, False, False))[0]
-        if ctx.needs_input_grad[1]:
-            gw = weight_grad_by_forward(x, grad)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = grad.sum((0, 2, 3))
-        return gx, gw, gb
-
-
-def _weight_grad_pays(weight: torch.Tensor) -> bool:
-    """Kernels of at least 2 x 3, and one-row kernels at least 3 wide over 16 input channels or more: the
-    shapes where the forward convolution was faster than oneDNN's backward-weights kernel (BENCHMARKS.md)."""
-    rows, columns = weight.shape[-2:]
-    return columns >= 3 and (rows >= 2 or weight.shape[1] >= 16)
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias)`` for a 1x1 ``weight`` (out, in, 1, 1), as one batched matrix product."""
+    b, c, h, w = x.shape
+    x3 = x.reshape(b, c, h * w)  # (B, in, HW)
+    w3 = weight.reshape(1, weight.shape[0], c).expand(b, -1, -1)  # (B, out, in), no copy
+    out = torch.bmm(w3, x3) if bias is None else torch.baddbmm(bias.reshape(1, -1, 1), w3, x3)
+    return out.view(b, -1, h, w)
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv2d(x, weight, bias)`` of stride 1 without padding (the shifted and masked convolutions pad
-    their input themselves); in CPU training, with the weight gradient computed as a forward convolution
-    where that pays (the same sums in another order)."""
-    if (weight.requires_grad and torch.is_grad_enabled() and x.dim() == 4 and _on_cpu(x)
-            and _weight_grad_pays(weight)):
-        return _Conv2dWeightGradByForward.apply(x, weight, bias)
+    their input themselves); in CPU training, a 1x1 kernel as one batched matrix product."""
+    if (weight.shape[-2:] == (1, 1) and weight.requires_grad and torch.is_grad_enabled() and x.dim() == 4
+            and _on_cpu(x)):
+        return pointwise(x, weight, bias)
     return F.conv2d(x, weight, bias)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout(x, p, training)``: in training, zero each value with probability p and scale the others
+    by 1 / (1 - p); on the CPU the mask is ``torch.rand(x.shape) >= p``."""
+    if not training or p == 0.0 or not _on_cpu(x):
+        return F.dropout(x, p, training)
+    return x * (torch.rand_like(x) >= p) * (1.0 / (1.0 - p))
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (the same parameters and state-dict keys) whose stride-1 unpadded calls go through
+    ``conv2d``."""
+
+    def _conv_forward(self, x, weight, bias):
+        if self.stride == (1, 1) and self.padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1:
+            return conv2d(x, weight, bias)
+        return super()._conv_forward(x, weight, bias)
 
 
 # -- the cached step's products --------------------------------------------------------------------

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from pixelmodels.nn.conditioning import Condition, Conditioning, FrozenBias
+from pixelmodels.nn import fast
 from pixelmodels.nn.fast import StepMatrix
 from pixelmodels.nn.incremental import PaddedBuffer, conv_row, frozen, frozen_pointwise
 from pixelmodels.nn.shifted import NIN, concat_elu
@@ -43,7 +43,7 @@ class GatedResNet(nn.Module):
         h = self.conv1(concat_elu(x))  # (B, n, H, W)
         if self.aux is not None:
             h = h + self.aux(concat_elu(torch.cat(aux, dim=1) if isinstance(aux, (tuple, list)) else aux))
-        h = F.dropout(concat_elu(h), self.dropout, self.training)
+        h = fast.dropout(concat_elu(h), self.dropout, self.training)
         a, b = self.class_bias.add(self.conv2(h), c).chunk(2, dim=1)  # (B, n, H, W) each
         return x + a * torch.sigmoid(b)
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pixelmodels.nn import fast
+from pixelmodels.nn.fast import Conv2d
 
 
 def down_shift(x: torch.Tensor) -> torch.Tensor:
@@ -43,20 +43,13 @@ def with_ones(x: torch.Tensor) -> torch.Tensor:
 
 
 def concat_elu(x: torch.Tensor) -> torch.Tensor:
-    """ELU of [x, -x] along channels: keeps both signs' information (doubles the channels)."""
-    return F.elu(torch.cat([x, -x], dim=1))
-
-
-class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` (the same parameters and state-dict keys) of stride 1 without padding, computed by
-    ``pixelmodels.nn.fast.conv2d`` (the plain convolution, or its CPU training kernel)."""
-
-    def _conv_forward(self, x, weight, bias):
-        return fast.conv2d(x, weight, bias)
+    """ELU of [x, -x] along channels: keeps both signs' information (doubles the channels). The ELU runs
+    in place on the concatenation, so one (B, 2C, ...) tensor is made and kept for the backward, not two."""
+    return F.elu(torch.cat([x, -x], dim=1), inplace=True)
 
 
 def _shifted(c_in, c_out, kernel, stride, init_scale) -> nn.Conv2d:
-    conv = Conv2d(c_in, c_out, kernel) if stride == 1 else nn.Conv2d(c_in, c_out, kernel, stride=stride)
+    conv = Conv2d(c_in, c_out, kernel, stride=stride)  # the input is padded by the caller
     conv.init_scale = init_scale
     return conv
 
@@ -117,7 +110,7 @@ class NIN(nn.Module):
 
     def __init__(self, c_in, c_out, init_scale=1.0):
         super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 1)
+        self.conv = Conv2d(c_in, c_out, 1)
         self.conv.init_scale = init_scale
 
     def forward(self, x):
