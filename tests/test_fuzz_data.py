@@ -41,7 +41,7 @@ from formats import (IDX_NAMES, cifar_batch_bytes, cifar_test_tar, colored_bytes
 DEEP = int(os.environ.get("PIXELMODELS_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(max_examples=DEEP or 60, deadline=None, derandomize=not DEEP, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-HANG_S = 10  # seconds one read may take before it counts as a hang
+HANG_S = 30  # seconds one read may take before it counts as a hang (one mutated pickle takes ~10 s here)
 MAX_ALLOC = 64 << 20  # bytes a read of these tiny files may allocate at its peak
 
 

@@ -29,5 +29,5 @@ def one_line(exc: BaseException | str, limit: int = 300) -> str:
     Messages quote exceptions raised on file contents, which may hold newlines
     and arbitrary bytes; a user-facing message stays one paragraph.
     """
-    text = " ".join(str(exc).split())
+    text = " ".join(str(exc)[: 2 * limit].split())  # a message quoting megabytes of a file: its start
     return text if len(text) <= limit else text[: limit - 3] + "..."

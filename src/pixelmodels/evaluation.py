@@ -67,8 +67,8 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
     """Whether ``device`` runs bf16 natively (so bf16 autocast pays off), and why, in words.
 
     CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and newer). CPU: the AMX tile units with bf16
-    (flags ``amx_bf16``, ``amx_tile``); without them oneDNN emulates bf16 (measured 7-14x slower than
-    fp32 on an AMD EPYC of this project's machines).
+    (flags ``amx_bf16``, ``amx_tile``); without them bf16 autocast may be emulated and slower than fp32
+    (BENCHMARKS.md has this machine's figures).
     """
     if device.type == "cuda":
         ok = torch.cuda.is_bf16_supported()
@@ -92,7 +92,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "bf16" and not native and "bf16" not in _warned:
         _warned.add("bf16")
         print(f"pixelmodels: warning: --precision bf16: {why}; bf16 autocast is emulated there and is usually "
-              "several times slower than fp32 (7-14x measured on AMD EPYC); --precision auto picks the faster",
+              "slower than fp32; --precision auto picks the faster",
               file=sys.stderr)
     return precision
 
