@@ -41,7 +41,7 @@ from formats import (IDX_NAMES, cifar_batch_bytes, cifar_test_tar, colored_bytes
 DEEP = int(os.environ.get("PIXELMODELS_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(max_examples=DEEP or 60, deadline=None, derandomize=not DEEP, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-HANG_S = 30  # seconds one read may take before it counts as a hang (one mutated pickle takes ~10 s here)
+HANG_S = 10  # seconds one read may take before it counts as a hang
 MAX_ALLOC = 64 << 20  # bytes a read of these tiny files may allocate at its peak
 
 
@@ -319,6 +319,8 @@ HUGE_PICKLES = {
                                b"(K\x01\x8a\x05" + (2**33).to_bytes(5, "little") + b"\x85"
                                b"cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R(K\x03U\x01|NNNJ\xff\xff\xff\xff"
                                b"J\xff\xff\xff\xffK\x00tb\x89U\x03abctb"),
+    # LONG_BINPUT at memo index 2**29: the unpickler would grow its memo table to 4 GiB
+    "memo-index": b"\x80\x04}r" + (2**29).to_bytes(4, "little") + b".",
     # an object array (refused: only plain numeric dtypes)
     "object-array": pickle_with(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R"
                                 b"(K\x01\x8a\x05" + (2**33).to_bytes(5, "little") + b"\x85"

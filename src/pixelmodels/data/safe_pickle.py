@@ -14,7 +14,9 @@ array is then built by ``np.frombuffer`` over the bytes the file actually holds,
 after checking that the shape and dtype account for exactly those bytes. Only
 plain numeric dtypes are accepted. Before any of this, every opcode's declared
 length is checked against the data (``pickletools.genops``), so a declared size
-larger than the file is refused without allocating it.
+larger than the file is refused without allocating it, and so is a memo index
+beyond the file's length (the unpickler grows its memo table to the largest
+index it is given: one PUT of 680 million asks for gigabytes).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ..errors import DatasetError, one_line
 # Plain numeric dtypes, as numpy pickles them: np.dtype(code, align, copy).
 _DTYPE_CODES = {"b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8"}
 _BYTE_ORDERS = ("<", ">", "|", "=")
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}  # opcodes that store at an index the file chooses
 
 
 def _latin1(data) -> bytes:
@@ -213,8 +216,9 @@ def load_pickle(data: bytes, source: str):
     try:
         with warnings.catch_warnings():  # genops decodes STRING escapes: a corrupt one only warns
             warnings.simplefilter("ignore", DeprecationWarning)
-            for _ in pickletools.genops(data):  # every declared length fits in the data
-                pass
+            for op, arg, pos in pickletools.genops(data):  # every declared length fits in the data
+                if op.name in _MEMO_PUTS and arg >= len(data):
+                    raise pickle.UnpicklingError(f"memo index {arg} at byte {pos} is beyond the file's length")
         return _finish(SafeUnpickler(io.BytesIO(data), source).load(), {})
     except DatasetError:
         raise
