@@ -5,6 +5,8 @@ it: bf16 is ``torch.autocast`` around the forward, ``--compile`` puts the model'
 ``torch.compile`` (the head stays eager). Each (configuration, dtype, eager or compiled) runs in a fresh
 subprocess: ``--warmup`` untimed steps (at least one when compiled: it compiles), then up to ``--steps``
 timed steps (fewer once ``--max-seconds`` are spent; at least one); images/s = batch / median step.
+With ``--compile`` the table also gives evaluation: the forward and loss of the same batch in eval mode
+without gradients (compiled: a second graph), timed the same way after one untimed call.
 
 * FLOPs of a step: ``torch.utils.flop_counter.FlopCounterMode`` over the forward and backward of one
   image (matrix products, convolutions and attention, as executed), times the batch.
@@ -190,15 +192,27 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
         sync(device)
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
+    profiled = profile_table(step, len(times), profile, device) if profile else None
+    model.eval()  # evaluation: the forward and the loss without gradients (compiled: a second graph, for eval mode)
+    with torch.no_grad():
+        loss_of(forward, x)
+        eval_times = []
+        while len(eval_times) < max(1, steps) and (not eval_times or sum(eval_times) < max_seconds):
+            sync(device)
+            start = time.perf_counter()
+            loss_of(forward, x)
+            sync(device)
+            eval_times.append(time.perf_counter() - start)
     if device_type == "cuda":
         memory = torch.cuda.max_memory_allocated() / 2**20
     else:
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     result = dict(images_per_s=cfg.batch / seconds, step_s=seconds, steps=len(times), flops=flops,
                   flops_per_s=flops / seconds, memory_mib=memory, loss=float(loss.detach()),
-                  parameters=model.n_parameters(), warmup_s=warmup_s)
-    if profile:
-        result["profile"] = profile_table(step, len(times), profile, device)
+                  parameters=model.n_parameters(), warmup_s=warmup_s,
+                  eval_images_per_s=cfg.batch / statistics.median(eval_times))
+    if profiled:
+        result["profile"] = profiled
     return result
 
 
@@ -289,7 +303,8 @@ def table(rows, peaks: dict, dtypes: list[str], compiled: bool) -> None:
     head = ["configuration", "image", "batch", "parameters", "GFLOP / image (step)"]
     for d in dtypes:
         head += [f"{d} images/s", f"{d} GFLOP/s", f"of {d} peak"]
-        head += [f"{d} compiled images/s", f"{d} compiled / eager"] if compiled else []
+        head += [f"{d} compiled images/s", f"{d} compiled / eager", f"{d} evaluation images/s",
+                 f"{d} evaluation compiled / eager"] if compiled else []
     head += ["bf16 / fp32"] if {"fp32", "bf16"} <= set(dtypes) else []
     head += [f"peak memory {d} (MiB)" for d in dtypes]
     head += ["reference images/s"] + [f"{d} / reference" for d in dtypes]
@@ -307,7 +322,9 @@ def table(rows, peaks: dict, dtypes: list[str], compiled: bool) -> None:
             if compiled:
                 rc = ok.get(f"{d} compiled")
                 cells += [rate(rc["images_per_s"]) if rc else res[f"{d} compiled"]["error"],
-                          fmt(rc["images_per_s"] / r["images_per_s"] if rc and r else None, "{:.2f}x")]
+                          fmt(rc["images_per_s"] / r["images_per_s"] if rc and r else None, "{:.2f}x"),
+                          rate(r["eval_images_per_s"]) if r else "-",
+                          fmt(rc["eval_images_per_s"] / r["eval_images_per_s"] if rc and r else None, "{:.2f}x")]
         if {"fp32", "bf16"} <= set(dtypes):
             cells.append(fmt(ok["bf16"]["images_per_s"] / ok["fp32"]["images_per_s"]
                              if "fp32" in ok and "bf16" in ok else None, "{:.2f}x"))
@@ -386,7 +403,8 @@ def main() -> None:
                            compile=key.endswith("compiled"), profile=args.top if args.profile else 0)
             res[key] = r = child(args, payload)
             shown = r.get("error") or (f"{r['images_per_s']:.2f} images/s, {r['step_s']:.3f} s/step x {r['steps']}, "
-                                       f"warm-up {r['warmup_s']:.1f} s")
+                                       f"warm-up {r['warmup_s']:.1f} s, evaluation {r['eval_images_per_s']:.1f} "
+                                       "images/s")
             print(f"{cfg.label} {cfg.shape} b{cfg.batch} {key}: {shown} [{time.time() - start:.0f} s]", flush=True)
         rows.append((cfg, res))
     after = {d: peak(d) for d in dtypes}

@@ -1,4 +1,4 @@
-"""Priors over code maps, vector and spatial conditions, temperature: over every registered family."""
+"""Priors over code maps; vector, spatial and code-map conditions; temperature: over every registered family."""
 
 import itertools
 
@@ -12,14 +12,18 @@ from pixelmodels.likelihoods import CategoricalHead, LogisticMixtureHead
 
 H = W = 6
 K = 300  # codes: not a power of two, more than 256
-CONDS = {"vector": (5,), "map": (2, 3, 3)}
+CK = 7  # codes of a code-map condition
+CONDS = {"vector": (5,), "map": (2, 3, 3), "codes": (3, 3)}
+KINDS = [None, "vector", "map", "codes"]
 
 
-def make(name, n_codes=K, cond=None, n_classes=None, shape=(H, W), c=1, dtype=torch.float64, **kw):
+def make(name, n_codes=K, cond=None, n_classes=None, shape=(H, W), c=1, dtype=torch.float64, cond_shape=None,
+         **kw):
     """A tiny model far from its initialization (zero-initialized tables too)."""
     codes = dict(n_codes=n_codes) if n_codes else dict(n_bits=3)
     model = create_model(name, image_shape=(c, *shape), n_classes=n_classes, preset="tiny",
-                         cond_shape=CONDS.get(cond), **codes, **kw)
+                         cond_shape=cond_shape or CONDS.get(cond), cond_codes=CK if cond == "codes" else None,
+                         **codes, **kw)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.2 * torch.randn_like(p))
@@ -31,11 +35,14 @@ def inputs(model, b, seed=0):
     top = model.n_codes or 2**model.n_bits
     x = torch.randint(0, top, (b, *model.image_shape), generator=g)
     y = torch.randint(0, model.n_classes, (b,), generator=g) if model.n_classes else None
-    cond = torch.randn(b, *model.cond_shape, generator=g, dtype=torch.float64) if model.cond_shape else None
+    if model.cond_codes:
+        cond = torch.randint(0, model.cond_codes, (b, *model.cond_shape), generator=g)
+    else:
+        cond = torch.randn(b, *model.cond_shape, generator=g, dtype=torch.float64) if model.cond_shape else None
     return x, y, cond
 
 
-@pytest.mark.parametrize("name,cond,train", list(itertools.product(list_models(), [None, "vector", "map"], [True, False])))
+@pytest.mark.parametrize("name,cond,train", list(itertools.product(list_models(), KINDS, [True, False])))
 def test_causality_in_codes_with_the_condition_fixed(name, cond, train):
     model = make(name, cond=cond, n_classes=3).train(train)
     x, y, c = inputs(model, 3)
@@ -65,23 +72,30 @@ def test_the_k_probabilities_of_a_position_sum_to_one(name):
         assert torch.logsumexp(lp, 0).abs() < 1e-9
 
 
-@pytest.mark.parametrize("name,cond", list(itertools.product(list_models(), ["vector", "map"])))
+@pytest.mark.parametrize("name,cond", list(itertools.product(list_models(), ["vector", "map", "codes"])))
 def test_the_condition_reaches_the_first_and_the_last_pixel_and_gets_gradients(name, cond):
     model = make(name, cond=cond)
     x, _, c = inputs(model, 2)
     c2 = c.clone()
-    c2[1] += 1.0
+    if cond == "codes":
+        c2[1] = (c2[1] + 1) % CK
+    else:
+        c2[1] += 1.0
     a = model.log_prob(x, cond=c, per_pixel=True)
     b = model.log_prob(x, cond=c2, per_pixel=True)
     assert torch.equal(a[0], b[0]), "changing one example's condition changed another's"
     for i, j in [(0, 0), (H - 1, W - 1)]:
         assert (a[1, i, j] - b[1, i, j]).abs() > 1e-6
+    if cond == "codes":  # codes have no gradient: the table that embeds them does
+        (g,) = torch.autograd.grad(model.log_prob(x, cond=c).sum(), model.conditioning.codes.weight)
+        assert g[c.unique()].abs().sum(1).gt(0).all() and g.abs().sum() > 0
+        return
     c.requires_grad_(True)
     (g,) = torch.autograd.grad(model.log_prob(x, cond=c).sum(), c)
     assert g.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name,cond", list(itertools.product(list_models(), [None, "vector", "map"])))
+@pytest.mark.parametrize("name,cond", list(itertools.product(list_models(), KINDS)))
 def test_cached_parameters_equal_the_full_pass_at_every_step(name, cond):
     model = make(name, cond=cond, n_classes=3)
     n = 2
@@ -96,7 +110,7 @@ def test_cached_parameters_equal_the_full_pass_at_every_step(name, cond):
             torch.testing.assert_close(cache.step(x, i, j), model(x, y, c)[:, :, i, j], atol=1e-10, rtol=1e-10)
 
 
-@pytest.mark.parametrize("name,cond,codes", list(itertools.product(list_models(), [None, "vector", "map"], [K, None])))
+@pytest.mark.parametrize("name,cond,codes", list(itertools.product(list_models(), KINDS, [K, None])))
 def test_cached_and_reference_samples_are_identical_at_any_temperature(name, cond, codes):
     model = make(name, n_codes=codes, cond=cond, n_classes=3, c=1 if codes else 3)
     _, y, c = inputs(model, 3)
@@ -113,9 +127,9 @@ def test_cached_and_reference_samples_are_identical_at_any_temperature(name, con
         assert default.max() < K and default.min() >= 0
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_completion_of_code_maps_with_a_map_condition(name):
-    model = make(name, cond="map")
+@pytest.mark.parametrize("name,cond", list(itertools.product(list_models(), ["map", "codes"])))
+def test_completion_of_code_maps_with_a_map_condition(name, cond):
+    model = make(name, cond=cond)
     x, _, c = inputs(model, 2)
     known = torch.zeros(H, W, dtype=torch.bool)
     known[:3] = True
@@ -213,3 +227,66 @@ def test_temperature_is_the_same_as_rescaled_parameters():
     assert not torch.equal(mix.sample(params, noise, t), mix.sample(params, noise))
     with pytest.raises(PixelModelsError, match="--temperature"):
         pixelmodels.sample(make("pixelcnn"), 1, temperature=0.0)
+
+
+# --- a condition that is a map of codes (the top codes of a VQ-VAE-2 bottom prior) ---------------
+
+
+def one_hot_twin(model_codes, size):
+    """A float-map model (CK, *size) with ``model_codes``'s weights: the code table set to the identity (its
+    first CK features; the rest zero) and the float map's 1x1 convolution the codes model's first CK columns."""
+    twin = create_model(model_codes.config.name, image_shape=model_codes.image_shape, n_codes=K, preset="tiny",
+                        n_classes=model_codes.n_classes, cond_shape=(CK, *size)).double().eval()
+    state = dict(model_codes.state_dict())
+    table = torch.zeros_like(state.pop("conditioning.codes.weight"))
+    table[:, :CK] = torch.eye(CK, dtype=table.dtype)
+    model_codes.conditioning.codes.weight.data.copy_(table)
+    state["conditioning.upsample.inner.weight"] = state["conditioning.upsample.inner.weight"][:, :CK]
+    twin.load_state_dict(state)
+    return twin
+
+
+@pytest.mark.parametrize("name,size", list(itertools.product(list_models(), [(3, 3), (H, W), (9, 8)])))
+def test_a_code_map_condition_equals_its_one_hot_float_map(name, size):
+    """Two independent paths: codes through the learned table (set to the identity), and their one-hot
+    float map through the float map's path; coarser, equal and finer than the image; with class labels."""
+    model = make(name, cond="codes", cond_shape=size, n_classes=3)
+    twin = one_hot_twin(model, size)
+    x, y, _ = inputs(model, 3)
+    codes = torch.randint(0, CK, (3, *size), generator=torch.Generator().manual_seed(3))
+    hot = torch.nn.functional.one_hot(codes, CK).movedim(-1, 1).double()
+    torch.testing.assert_close(model(x, y, codes), twin(x, y, hot), rtol=1e-10, atol=1e-10)
+    other = (codes + 1) % CK
+    assert not torch.allclose(model(x, y, other), twin(x, y, hot))  # the comparison can fail
+
+
+@pytest.mark.parametrize("name,size,likelihood", [(n, s, lik) for n in list_models() for s in [(H, W), (9, 8)]
+                                                  for lik in ["categorical", "logistic-mixture"]])
+def test_images_conditioned_on_codes_sample_the_same_cached_and_reference(name, size, likelihood):
+    model = make(name, n_codes=None, cond="codes", cond_shape=size, n_classes=3, c=3, likelihood=likelihood)
+    _, y, c = inputs(model, 2)
+    a = pixelmodels.sample(model, 2, y, c, generator=torch.Generator().manual_seed(2), cached=True)
+    b = pixelmodels.sample(model, 2, y, c, generator=torch.Generator().manual_seed(2), cached=False)
+    assert torch.equal(a, b) and a.dtype == torch.uint8
+    one = pixelmodels.sample(model, 2, y, c[0], generator=torch.Generator().manual_seed(2))  # one map for all
+    assert one.shape == a.shape
+
+
+def test_code_map_condition_errors_are_clear():
+    model = make("gated-pixelcnn", cond="codes")
+    x = torch.randint(0, K, (2, 1, H, W))
+    with pytest.raises(PixelModelsError, match=r"cond: expected codes 0..6, found 7"):
+        model.log_prob(x, cond=torch.full((2, 3, 3), CK))
+    with pytest.raises(PixelModelsError, match=r"cond: expected codes 0..6, found -1"):
+        model.log_prob(x, cond=torch.full((2, 3, 3), -1))
+    with pytest.raises(PixelModelsError, match=r"maps of 7 codes; expected integers 0..6, found dtype torch.float"):
+        model.log_prob(x, cond=torch.zeros(2, 3, 3))
+    with pytest.raises(PixelModelsError, match=r"expected maps of 7 codes, shape \(2, 3, 3\), found \(2, 4, 4\)"):
+        model.log_prob(x, cond=torch.zeros(2, 4, 4, dtype=torch.long))
+    with pytest.raises(PixelModelsError, match=r"cond_codes / cond_shape"):
+        create_model("pixelcnn", image_shape=(1, 4, 4), n_codes=16, preset="tiny", cond_shape=(3, 3))
+    with pytest.raises(PixelModelsError, match=r"cond_codes / cond_shape"):
+        create_model("pixelcnn", image_shape=(1, 4, 4), n_codes=16, preset="tiny", cond_shape=(2, 3, 3),
+                     cond_codes=5)
+    with pytest.raises(PixelModelsError, match=r"cond_codes"):
+        create_model("pixelcnn", image_shape=(1, 4, 4), n_codes=16, preset="tiny", cond_shape=(3, 3), cond_codes=1)

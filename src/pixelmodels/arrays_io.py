@@ -19,7 +19,8 @@ from pixelmodels.imageio import encode, grid_image
 
 
 def read_cond(path: Path | None, model) -> torch.Tensor | None:
-    """The conditions in ``path`` (``--cond FILE.npy``) for ``model``: float32 (N, *cond_shape).
+    """The conditions in ``path`` (``--cond FILE.npy``) for ``model``: float32 (N, *cond_shape), or int64
+    code maps (N, h, w) for a model with ``cond_codes`` (say the top codes for a VQ-VAE-2 bottom prior).
 
     The file holds (N, *cond_shape) conditions, or one, cond_shape (read as (1, *cond_shape)).
     None when the model takes no condition and no file is given.
@@ -42,13 +43,24 @@ def read_cond(path: Path | None, model) -> torch.Tensor | None:
     except (OSError, ValueError, EOFError) as e:
         raise PixelModelsError(f"--cond: {path}: expected a .npy array of conditions, could not read it "
                                f"({one_line(e, 200) or type(e).__name__})") from None
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
-        raise PixelModelsError(f"--cond: {path}: expected a numeric array, found {getattr(array, 'dtype', array)}")
+    codes = model.cond_codes
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in ("iu" if codes else "fiu"):
+        found = getattr(array, "dtype", array)
+        raise PixelModelsError(f"--cond: {path}: expected integer codes 0..{codes - 1} (the model is conditioned on "
+                               f"maps of {codes} codes), found {found}" if codes else
+                               f"--cond: {path}: expected a numeric array, found {found}")
     if array.shape == shape:
         array = array[None]
     if array.shape[1:] != shape or len(array) == 0:
         raise PixelModelsError(f"--cond: {path}: expected shape (N, {', '.join(map(str, shape))}) or "
                                f"{shape} (the model's cond_shape), found {array.shape}")
+    if codes:
+        bad = (array < 0) | (array >= codes)
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise PixelModelsError(f"--cond: {path}: expected codes 0..{codes - 1}, found {array[index]} at index "
+                                   f"{index}")
+        return torch.from_numpy(array.astype(np.int64))
     if not np.isfinite(array).all():
         raise PixelModelsError(f"--cond: {path}: expected finite values, found NaN or inf")
     return torch.from_numpy(array.astype(np.float32))

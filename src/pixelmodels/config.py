@@ -39,7 +39,7 @@ def _as_int(s):
 
 
 def _cond_shape_ok(shape) -> bool:
-    return (isinstance(shape, tuple) and len(shape) in (1, 3)
+    return (isinstance(shape, tuple) and len(shape) in (1, 2, 3)
             and all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_FEATURES for s in shape))
 
 
@@ -67,10 +67,12 @@ class ModelConfig(Settings):
                                     flag="n_classes", ge=1, le=MAX_CLASSES)
     n_codes: int | None = setting(None, "K of a model of maps of K unordered codes (None: images)",
                                   flag="n_codes", ge=2, le=MAX_CODES)
-    cond_shape: tuple[int, ...] | None = setting(None, "(D,) of a vector condition or (D, h, w) of a spatial "
-                                                 "map (None: none)", flag="cond_shape",
-                                                 expected="(D,) or (D, h, w) of positive sizes",
+    cond_shape: tuple[int, ...] | None = setting(None, "(D,) of a vector condition, (D, h, w) of a spatial "
+                                                 "map, (h, w) of a map of codes (None: none)", flag="cond_shape",
+                                                 expected="(D,), (D, h, w) or (h, w) of positive sizes",
                                                  test=_cond_shape_ok)
+    cond_codes: int | None = setting(None, "K of a condition that is a map of K discrete codes, cond_shape (h, w) "
+                                     "(None: a float condition)", flag="cond_codes", ge=2, le=MAX_CODES)
     preset: str = setting("default", "model preset (tiny, small, default, ...)")
     options: dict[str, Any] = setting(help="the family's options", default_factory=dict, flag="options")
 
@@ -83,6 +85,11 @@ class ModelConfig(Settings):
         if (self.n_codes is None) == (self.n_bits is None):
             raise PixelModelsError("n_codes / n_bits: expected exactly one, codes (n_codes) or images of n_bits "
                                    f"bits; found n_codes={self.n_codes} and n_bits={self.n_bits}")
+        codes_map = self.cond_shape is not None and len(self.cond_shape) == 2
+        if codes_map != (self.cond_codes is not None):
+            raise PixelModelsError(f"cond_codes / cond_shape: a map of codes has cond_shape (h, w) and cond_codes K; "
+                                   f"a float condition (D,) or (D, h, w) and no cond_codes; found cond_shape "
+                                   f"{self.cond_shape} and cond_codes={self.cond_codes}")
         if self.n_codes is not None and self.image_shape[0] != 1:
             raise PixelModelsError(f"n_codes: expected code maps of 1 channel, image_shape (1, H, W); found "
                                    f"image_shape {self.image_shape}")
@@ -102,6 +109,9 @@ class DataConfig(Settings):
     channels: int | None = setting(None, "1 (grayscale) or 3 (RGB) for a 'folder' dataset", choices=(1, 3))
     n_codes: int | None = setting(None, "K for an 'arrays' dataset of code maps (VQ-VAE latents) with values "
                                   "0..K-1: the model is a prior over codes", ge=2, le=MAX_CODES)
+    cond_codes: int | None = setting(None, "K for an 'arrays' dataset whose condition is a map of codes (N, h, w) "
+                                     "with values 0..K-1 (the top codes of a VQ-VAE-2 bottom prior)", ge=2,
+                                     le=MAX_CODES)
 
 
 @dataclass

@@ -32,7 +32,8 @@ from pixelmodels.training import Trainer
 def load_data(data: DataConfig, split: str):
     """The ``split`` of the dataset ``data`` describes."""
     return load_dataset(data.dataset, split, root=data.data_dir, n_bits=data.n_bits,
-                        image_size=data.image_size, channels=data.channels, n_codes=data.n_codes)
+                        image_size=data.image_size, channels=data.channels, n_codes=data.n_codes,
+                        cond_codes=data.cond_codes)
 
 
 def check_splits(train, test) -> None:
@@ -51,6 +52,7 @@ def resolve_model_config(model: ModelConfig, dataset, conditional: bool) -> Mode
         raise PixelModelsError(f"--conditional: dataset {dataset.name!r} has no class labels")
     return dataclasses.replace(model, image_shape=tuple(dataset.image_shape), n_bits=dataset.n_bits,
                                n_codes=dataset.n_codes, cond_shape=dataset.cond_shape,
+                               cond_codes=dataset.cond_codes,
                                n_classes=dataset.n_classes if conditional else None)
 
 
@@ -212,7 +214,8 @@ def dataset_config(run_data: DataConfig | None, dataset: str | None, data_dir: s
     c, size, _ = model.image_shape
     folder = dict(image_size=size, channels=c) if dataset == "folder" else {}
     if dataset == "arrays":
-        return DataConfig(dataset=dataset, data_dir=data_dir, n_bits=model.n_bits, n_codes=model.n_codes)
+        return DataConfig(dataset=dataset, data_dir=data_dir, n_bits=model.n_bits, n_codes=model.n_codes,
+                          cond_codes=model.cond_codes)
     info = DATASET_INFO.get(dataset)
     n_bits = model.n_bits if info is not None and model.n_bits is not None and model.n_bits <= info.n_bits \
         else None  # else: refused by name when it is loaded

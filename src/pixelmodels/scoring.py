@@ -61,6 +61,8 @@ def describe_data(data) -> str:
     and its condition's shape."""
     what = f"maps of {data.n_codes} codes" if data.n_codes else f"{data.n_bits}-bit images"
     cond = f" with cond {tuple(data.cond_shape)}" if data.cond_shape is not None else ""
+    if getattr(data, "cond_codes", None) is not None:
+        cond = f" with a map of {data.cond_codes} codes {tuple(data.cond_shape)} as cond"
     return f"{what} {tuple(data.image_shape)}{cond}"
 
 

@@ -1,13 +1,15 @@
 """Reader of the ``arrays`` dataset: integer images or code maps in ``.npz`` / ``.npy`` files, memory-mapped.
 
 Files per split, in the folder ``root``: either ``{split}.npz`` with the arrays ``x``, optional
-``y`` and ``cond`` and optional integer scalars ``n_codes`` / ``n_classes``, or ``{split}_x.npy``
+``y`` and ``cond`` and optional integer scalars ``n_codes`` / ``n_classes`` / ``cond_codes``, or ``{split}_x.npy``
 with optional ``{split}_y.npy`` and ``{split}_cond.npy``.
 
 - ``x``: integers (N, H, W) or (N, C, H, W). Code maps (``n_codes`` given) have C = 1 and values
   in [0, n_codes); images have C = 1 or 3 and values in [0, 2**n_bits) and are held as uint8.
 - ``y``: integer labels (N,), values >= 0.
-- ``cond``: a float or integer condition per example, (N, D) or (N, D, h, w), held as float32.
+- ``cond``: a float or integer condition per example, (N, D) or (N, D, h, w), held as float32; or,
+  with ``cond_codes`` K (``--cond-codes``), a map of K discrete codes per example, integers (N, h, w)
+  with values in [0, K), memory-mapped and range-checked like code maps.
 
 Memory mapping: ``.npy`` files and the members of an ``.npz`` stored without compression
 (``np.savez``) are mapped copy-on-write (``mode="c"``, as ``np.load(path, mmap_mode="c")``), so
@@ -56,7 +58,8 @@ class Arrays:
     n_bits: int | None
     n_codes: int | None
     n_classes: int | None
-    cond: torch.Tensor | None  # float32 (N, D) or (N, D, h, w)
+    cond: torch.Tensor | None  # float32 (N, D) or (N, D, h, w), or integer code maps (N, h, w)
+    cond_codes: int | None = None  # K of a condition that is a map of codes
 
 
 def split_files(root: Path, split: str) -> dict[str, Path]:
@@ -190,7 +193,8 @@ def read_npz(path: Path, mmap_keys=("x", "cond")) -> tuple[dict[str, np.ndarray]
                     raise DatasetError(f"{path}: corrupt .npz file: two members named {info.filename!r}")
                 infos[key] = info
             arrays = {key: _member(path, zf, info, size, key in mmap_keys, f"{path}: {key!r}")
-                      for key, info in infos.items() if key in ("x", "y", "cond", "n_codes", "n_classes")}
+                      for key, info in infos.items()
+                      if key in ("x", "y", "cond", "n_codes", "n_classes", "cond_codes")}
     except _BAD_ZIP as exc:
         raise DatasetError(f"{path}: expected an .npz (zip) file of .npy arrays, found unreadable data "
                            f"({one_line(exc, 200)})") from exc
@@ -267,16 +271,23 @@ def _scalar(arrays: dict, wheres: dict, key: str, low: int) -> int | None:
     return int(value.reshape(()))
 
 
-def read_arrays(root: Path, split: str, n_bits: int | None, n_codes: int | None) -> Arrays:
+def _declared(arrays: dict, wheres: dict, key: str, given: int | None) -> int | None:
+    """The number of codes under ``key`` that an .npz declares, or the caller's; both: they must agree."""
+    declared = _scalar(arrays, wheres, key, 2)
+    if declared is not None and given is not None and declared != given:
+        raise DatasetError(f"{wheres[key]}: the file declares {declared} codes; --{key.replace('_', '-')} {given} "
+                           "differs")
+    return declared if given is None else given
+
+
+def read_arrays(root: Path, split: str, n_bits: int | None, n_codes: int | None,
+                cond_codes: int | None = None) -> Arrays:
     """Read and check one split (see the module docstring); ``n_bits`` only for images, default 8."""
     files = split_files(root, split)
     if "npz" in files:
         arrays, wheres = read_npz(files["npz"])
-        declared = _scalar(arrays, wheres, "n_codes", 2)
-        if declared is not None and n_codes is not None and declared != n_codes:
-            raise DatasetError(f"{wheres['n_codes']}: the file declares {declared} codes; --n-codes {n_codes} "
-                               "differs")
-        n_codes = declared if n_codes is None else n_codes
+        n_codes = _declared(arrays, wheres, "n_codes", n_codes)
+        cond_codes = _declared(arrays, wheres, "cond_codes", cond_codes)
         file_classes = _scalar(arrays, wheres, "n_classes", 1)
     else:
         arrays = {key: read_npy(path, mmap=key != "y") for key, path in files.items()}
@@ -318,8 +329,22 @@ def read_arrays(root: Path, split: str, n_bits: int | None, n_codes: int | None)
     elif file_classes is not None:
         n_classes = file_classes
     cond = None
-    if "cond" in arrays:
+    if cond_codes is not None and "cond" not in arrays:
+        raise DatasetError(f"{wheres['x']}: --cond-codes {cond_codes} describes a condition, found no 'cond' beside "
+                           "the images")
+    if cond_codes is not None:
         c, where = arrays["cond"], wheres["cond"]
+        if c.dtype.kind not in "iu" or c.ndim != 3 or len(c) != n or 0 in c.shape:
+            raise DatasetError(f"{where}: expected integer code maps ({n}, h, w), one per example of x (--cond-codes "
+                               f"{cond_codes}), found {c.dtype} {c.shape}")
+        check_range(c, cond_codes, where, "codes", lambda value: f" (--cond-codes {cond_codes})")
+        cond = torch.from_numpy(signed_codes(_native(c), cond_codes))
+    elif "cond" in arrays:
+        c, where = arrays["cond"], wheres["cond"]
+        if c.dtype.kind in "iu" and c.ndim == 3:
+            raise DatasetError(f"{where}: integer maps ({', '.join(map(str, c.shape))}) as a condition are codes: "
+                               "give --cond-codes K (or cond_codes in the .npz); a float condition is (N, D) "
+                               "or (N, D, h, w)")
         if c.dtype.kind not in "iuf":
             raise DatasetError(f"{where}: expected a float or integer condition, found {c.dtype}")
         if c.ndim not in (2, 4) or len(c) != n or 0 in c.shape:
@@ -334,4 +359,4 @@ def read_arrays(root: Path, split: str, n_bits: int | None, n_codes: int | None)
             if not torch.isfinite(cond).all():
                 raise DatasetError(f"{where}: expected values within float32's range, found {c.dtype} values "
                                    "beyond it")
-    return Arrays(images, labels, n_bits if n_codes is None else None, n_codes, n_classes, cond)
+    return Arrays(images, labels, n_bits if n_codes is None else None, n_codes, n_classes, cond, cond_codes)

@@ -4,8 +4,9 @@ A dataset is held whole in memory as uint8 images (N, C, H, W) with values in
 ``[0, 2**n_bits)`` and int64 labels (N,), -1 where there are none. Fewer bits
 than the data have are obtained by dropping low bits (:func:`quantize`). The
 ``arrays`` dataset (:mod:`pixelmodels.data.arrays`) may instead hold code maps
-(N, 1, H, W) of integers in ``[0, n_codes)`` and a float32 condition per example,
-memory-mapped from ``.npy`` / ``.npz`` files where it can be.
+(N, 1, H, W) of integers in ``[0, n_codes)`` and a condition per example: float32 (N, D) or
+(N, D, h, w), or a map of discrete codes (N, h, w) in ``[0, cond_codes)`` (the top codes a
+VQ-VAE-2 bottom prior is conditioned on), memory-mapped from ``.npy`` / ``.npz`` files where it can be.
 """
 
 from __future__ import annotations
@@ -92,19 +93,27 @@ def _as_tensor(array, dtype: torch.dtype | None = None) -> torch.Tensor:
     return torch.as_tensor(array, dtype=dtype).contiguous()
 
 
-def _as_codes(images, n_codes, name: str) -> torch.Tensor:
-    """Integer code maps (N, H, W) or (N, 1, H, W) -> a tensor (N, 1, H, W), checked in chunks."""
+def check_n_codes(n_codes, flag: str = "--n-codes") -> int:
+    """A number of codes K given by the caller: an integer >= 2."""
     if isinstance(n_codes, bool) or not isinstance(n_codes, (int, np.integer)) or n_codes < 2:
-        raise DatasetError(f"{name}: n_codes must be an integer >= 2, found {n_codes!r} (--n-codes)")
+        raise DatasetError(f"{flag[2:].replace('-', '_')} must be an integer >= 2, found {n_codes!r} ({flag})")
+    return int(n_codes)
+
+
+def _as_codes(images, n_codes, name: str, channel: bool = True, flag: str = "--n-codes") -> torch.Tensor:
+    """Integer code maps (N, H, W) (or (N, 1, H, W) with ``channel``) -> a tensor (N, 1, H, W) (without
+    ``channel``: (N, H, W)), its values checked in chunks."""
+    n_codes = check_n_codes(n_codes, flag)
     array = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    if array.dtype.kind not in "iu" or array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[1] != 1):
-        raise DatasetError(f"{name}: expected integer code maps (N, H, W) or (N, 1, H, W), "
-                           f"found {array.dtype} {array.shape}")
-    array = array[:, None] if array.ndim == 3 else array
-    check_range(array, int(n_codes), name, "codes", lambda value: f" (--n-codes {n_codes})")
+    shapes = "(N, H, W) or (N, 1, H, W)" if channel else "(N, h, w)"
+    if array.dtype.kind not in "iu" or array.ndim not in ((3, 4) if channel else (3,)) \
+            or (array.ndim == 4 and array.shape[1] != 1):
+        raise DatasetError(f"{name}: expected integer code maps {shapes}, found {array.dtype} {array.shape}")
+    array = array[:, None] if array.ndim == 3 and channel else array
+    check_range(array, n_codes, name, "codes", lambda value: f" ({flag} {n_codes})")
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
-    return _as_tensor(signed_codes(array, int(n_codes)))
+    return _as_tensor(signed_codes(array, n_codes))
 
 
 def _as_cond(cond, n: int, name: str) -> torch.Tensor:
@@ -133,14 +142,17 @@ class ImageDataset(Dataset):
         n_bits: bits per sub-pixel; None for code maps.
         n_codes: the number of codes K of code maps; None for images.
         n_classes: number of classes, or None for unlabelled data.
-        cond: float32 tensor (N, D) or (N, D, h, w), a condition per example, or None.
-        cond_shape: (D,) or (D, h, w), or None.
+        cond: a condition per example: float32 (N, D) or (N, D, h, w), integer code maps (N, h, w)
+            with values in [0, cond_codes), or None.
+        cond_shape: (D,), (D, h, w) or (h, w) (codes), or None.
+        cond_codes: K of a condition that is a map of K codes, else None.
         image_shape: (C, H, W).
         name, split: where the data came from.
     """
 
     def __init__(self, images, labels, n_bits: int | None, n_classes: int | None = None,
-                 name: str = "", split: str = "train", *, n_codes: int | None = None, cond=None):
+                 name: str = "", split: str = "train", *, n_codes: int | None = None, cond=None,
+                 cond_codes: int | None = None):
         if n_codes is not None:
             if n_bits is not None:
                 raise DatasetError(f"{name}: code maps (n_codes={n_codes!r}) have no n_bits; found n_bits={n_bits!r}")
@@ -162,12 +174,22 @@ class ImageDataset(Dataset):
             raise DatasetError(
                 f"{name}: expected values below 2**{self.n_bits}, found {int(images.max())}"
             )
-        self._finish(n_codes, n_classes, None if cond is None else _as_cond(cond, len(images), name), name, split)
+        if cond is None and cond_codes is not None:
+            raise DatasetError(f"{name}: cond_codes={cond_codes!r} describes a condition; found no cond")
+        if cond is not None and cond_codes is not None:
+            cond = _as_codes(cond, cond_codes, f"{name}: cond", channel=False, flag="--cond-codes")
+            if len(cond) != len(images):
+                raise DatasetError(f"{name}: cond: expected {len(images)} code maps, one per example, found "
+                                   f"{len(cond)}")
+        elif cond is not None:
+            cond = _as_cond(cond, len(images), name)
+        self._finish(n_codes, n_classes, cond, name, split, cond_codes)
 
-    def _finish(self, n_codes, n_classes, cond, name, split) -> None:
+    def _finish(self, n_codes, n_classes, cond, name, split, cond_codes=None) -> None:
         self.n_codes = None if n_codes is None else int(n_codes)
         self.n_classes = n_classes
         self.cond = cond
+        self.cond_codes = None if cond_codes is None else int(cond_codes)
         self.cond_shape = None if cond is None else tuple(cond.shape[1:])
         self.image_shape = tuple(self.images.shape[1:])
         self.name = name
@@ -178,7 +200,7 @@ class ImageDataset(Dataset):
         """A dataset of what :func:`~pixelmodels.data.arrays.read_arrays` read and checked (no second pass)."""
         self = cls.__new__(cls)
         self.images, self.labels, self.n_bits = arrays.images, arrays.labels, arrays.n_bits
-        self._finish(arrays.n_codes, arrays.n_classes, arrays.cond, name, split)
+        self._finish(arrays.n_codes, arrays.n_classes, arrays.cond, name, split, arrays.cond_codes)
         return self
 
     def __len__(self) -> int:
@@ -191,7 +213,7 @@ class ImageDataset(Dataset):
         return self.images[index], int(self.labels[index]), self.cond[index]
 
     def __repr__(self) -> str:
-        extra = "".join(f", {key}={getattr(self, key)}" for key in ("n_codes", "cond_shape")
+        extra = "".join(f", {key}={getattr(self, key)}" for key in ("n_codes", "cond_shape", "cond_codes")
                         if getattr(self, key) is not None)
         return (f"ImageDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
                 f"image_shape={self.image_shape}, n_bits={self.n_bits}, n_classes={self.n_classes}{extra})")
@@ -210,7 +232,7 @@ def _read(name: str, found, split: str):
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None,
                  n_bits: int | None = None, *, download: bool = True,
                  image_size: int | None = None, channels: int | None = None,
-                 n_codes: int | None = None) -> ImageDataset:
+                 n_codes: int | None = None, cond_codes: int | None = None) -> ImageDataset:
     """Load a split of a dataset into memory (``arrays``: memory-mapped where it can be).
 
     Args:
@@ -227,6 +249,8 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
         channels: ``folder`` only: 3 (RGB, default) or 1 (grayscale).
         n_codes: ``arrays`` only: the files hold code maps of this many codes
             (``--n-codes``; default: the ``n_codes`` an .npz declares, else images).
+        cond_codes: ``arrays`` only: the condition ``cond`` is a map of this many codes (N, h, w)
+            (``--cond-codes``; default: the ``cond_codes`` an .npz declares, else a float condition).
 
     Raises:
         DatasetError: unknown name or split, bad n_bits, missing or corrupt files.
@@ -243,12 +267,13 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
         raise DatasetError(
             f"{key} has {info.n_bits} bits per channel; --n-bits {n_bits} asked for more"
         )
-    if n_codes is not None and key != "arrays":
-        raise DatasetError(f"--n-codes applies to the arrays dataset only (code maps); {key} holds images, "
-                           f"found n_codes={n_codes!r}")
+    for flag, value in (("--n-codes", n_codes), ("--cond-codes", cond_codes)):
+        if value is not None and key != "arrays":
+            raise DatasetError(f"{flag} applies to the arrays dataset only (code maps); {key} holds images, "
+                               f"found {flag[2:].replace('-', '_')}={value!r}")
     root = Path(root).expanduser() if root is not None else None
     if key == "arrays":
-        return _load_arrays(root, split, n_bits_given, n_codes, image_size, channels)
+        return _load_arrays(root, split, n_bits_given, n_codes, image_size, channels, cond_codes)
     if key == "folder":
         image_size = info.image_size if image_size is None else image_size
         channels = info.channels if channels is None else channels
@@ -274,19 +299,19 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     return ImageDataset(images, labels, n_bits, info.n_classes, key, split)
 
 
-def _load_arrays(root: Path | None, split: str, n_bits: int | None, n_codes, image_size, channels) -> ImageDataset:
+def _load_arrays(root: Path | None, split: str, n_bits: int | None, n_codes, image_size, channels,
+                 cond_codes=None) -> ImageDataset:
     for what, value in (("image_size", image_size), ("channels", channels)):
         if value is not None:
             raise DatasetError(f"{what} applies to the folder dataset only: arrays takes it from the files, "
                                f"found {what}={value!r}")
-    if n_codes is not None and (isinstance(n_codes, bool) or not isinstance(n_codes, (int, np.integer))
-                                or n_codes < 2):
-        raise DatasetError(f"n_codes must be an integer >= 2, found {n_codes!r} (--n-codes)")
+    n_codes = None if n_codes is None else check_n_codes(n_codes)
+    cond_codes = None if cond_codes is None else check_n_codes(cond_codes, "--cond-codes")
     if root is None:
         raise DatasetError("the arrays dataset needs root (--data-dir): the folder of train.npz / test.npz "
                            "or train_x.npy / test_x.npy")
     if not root.is_dir():
         raise DatasetError(f"{root}: expected a folder of train.npz / test.npz or train_x.npy / test_x.npy, "
                            f"found {'a file' if root.exists() else 'nothing'}")
-    arrays = read_arrays(root, split, n_bits, None if n_codes is None else int(n_codes))
+    arrays = read_arrays(root, split, n_bits, n_codes, cond_codes)
     return ImageDataset.from_arrays(arrays, "arrays", split)

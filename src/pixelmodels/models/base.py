@@ -2,7 +2,8 @@
 
 ``model(x, y, cond)`` maps integer inputs (what the dataset yields: images of
 ``n_bits`` intensities, or maps of ``n_codes`` unordered codes) and the optional
-class labels and condition (a vector (B, D) or a spatial map (B, D, h, w)) to
+class labels and condition (a vector (B, D), a spatial map (B, D, h, w) or a map of
+discrete codes (B, h, w)) to
 distribution parameters at every position; ``model.log_prob`` and
 ``model.bits_per_dim`` score them through the head. Subclasses implement
 ``network(x_in, c)``: ``x_in`` is ``model.embed(x)`` (intensities scaled to
@@ -105,11 +106,12 @@ class AutoregressiveModel(nn.Module):
         self.n_codes = config.n_codes
         self.n_classes = config.n_classes
         self.cond_shape = config.cond_shape
+        self.cond_codes = config.cond_codes
         self.head = make_head(options.likelihood, config.image_shape[0], config.n_bits,
                               n_mixtures=options.n_mixtures, masked=self.channel_masked,
                               n_features=self.head_features(), n_codes=config.n_codes)
         self.code_embedding = nn.Embedding(config.n_codes, CODE_FEATURES) if config.n_codes else None
-        self.conditioning = Conditioning(config.n_classes, config.cond_shape, self.network_size)
+        self.conditioning = Conditioning(config.n_classes, config.cond_shape, self.network_size, config.cond_codes)
 
     @property
     def input_channels(self) -> int:
@@ -179,7 +181,8 @@ class AutoregressiveModel(nn.Module):
         return y
 
     def check_cond(self, cond, n: int, device=None) -> torch.Tensor | None:
-        """The condition for ``n`` examples, (n, *cond_shape) in the parameters' dtype; None when there is none."""
+        """The condition for ``n`` examples, (n, *cond_shape): in the parameters' dtype, or int64 codes for a
+        model with ``cond_codes``; None when there is none."""
         if self.cond_shape is None:
             if cond is not None:
                 raise PixelModelsError("cond: this model takes no condition (cond_shape is None); found a tensor "
@@ -193,8 +196,20 @@ class AutoregressiveModel(nn.Module):
         if cond.dim() == len(self.cond_shape) and n != 1 and tuple(cond.shape) == tuple(self.cond_shape):
             cond = cond.expand(expected)  # one condition for every example
         if tuple(cond.shape) != expected:
-            raise PixelModelsError(f"cond: expected shape {expected}, found {tuple(cond.shape)}")
-        return cond.to(next(self.parameters()).dtype)
+            what = f"maps of {self.cond_codes} codes, " if self.cond_codes else ""
+            raise PixelModelsError(f"cond: expected {what}shape {expected}, found {tuple(cond.shape)} (one "
+                                   f"condition for all: shape {tuple(self.cond_shape)})")
+        if self.cond_codes is None:
+            return cond.to(next(self.parameters()).dtype)
+        if cond.is_floating_point() or cond.is_complex() or cond.dtype == torch.bool:
+            raise PixelModelsError(f"cond: this model is conditioned on maps of {self.cond_codes} codes; expected "
+                                   f"integers 0..{self.cond_codes - 1}, found dtype {cond.dtype}")
+        # the range check reads the values: skipped inside torch.compile (it would break the graph)
+        if cond.numel() and not torch.compiler.is_compiling() and (
+                int(cond.min()) < 0 or int(cond.max()) >= self.cond_codes):
+            bad = cond[(cond.long() < 0) | (cond.long() >= self.cond_codes)][0].item()
+            raise PixelModelsError(f"cond: expected codes 0..{self.cond_codes - 1}, found {bad}")
+        return cond.long()
 
     def condition(self, y=None, n: int | None = None, cond=None) -> Condition | None:
         """The ``Condition`` every layer reads, for ``n`` examples (default: one per label or condition)."""

@@ -105,8 +105,8 @@ def build_model(config: ModelConfig):
 
 
 def create_model(name: str, *, image_shape, n_bits: int | None = None, n_classes: int | None = None,
-                 n_codes: int | None = None, cond_shape: tuple[int, ...] | None = None, preset: str = "default",
-                 **overrides):
+                 n_codes: int | None = None, cond_shape: tuple[int, ...] | None = None,
+                 cond_codes: int | None = None, preset: str = "default", **overrides):
     """Create a fresh model: ``create_model("gated-pixelcnn", image_shape=(1, 28, 28))``.
 
     Args:
@@ -115,7 +115,10 @@ def create_model(name: str, *, image_shape, n_bits: int | None = None, n_classes
         n_bits: bits per sub-pixel of images, 1..8 (default 8).
         n_classes: number of classes for a class-conditional model, else None.
         n_codes: K for a prior over maps of K unordered codes (VQ-VAE latents); excludes ``n_bits``.
-        cond_shape: (D,) for a vector condition, (D, h, w) for a spatial map, else None.
+        cond_shape: (D,) for a vector condition, (D, h, w) for a spatial map, (h, w) for a map of codes
+            (with ``cond_codes``), else None.
+        cond_codes: K for a condition that is a map of K discrete codes (B, h, w), say a VQ-VAE-2 bottom
+            prior's top codes: embedded by a learned table, then the spatial map's path. Else None.
         preset: a preset of the family ("tiny", "small", "default", ...).
         **overrides: any field of the family's options dataclass.
     """
@@ -124,7 +127,8 @@ def create_model(name: str, *, image_shape, n_bits: int | None = None, n_classes
                                f"both; found n_codes={n_codes} and n_bits={n_bits}")
     config = ModelConfig(name=name, image_shape=tuple(image_shape), n_bits=None if n_codes is not None else
                          (8 if n_bits is None else n_bits), n_classes=n_classes, n_codes=n_codes,
-                         cond_shape=None if cond_shape is None else tuple(cond_shape), preset=preset,
+                         cond_shape=None if cond_shape is None else tuple(cond_shape), cond_codes=cond_codes,
+                         preset=preset,
                          options=overrides)
     return build_model(config)
 

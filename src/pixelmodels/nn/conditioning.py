@@ -4,9 +4,14 @@ One mechanism serves every family and both paths (Conditional PixelCNN [1], Sect
 
 * ``Conditioning``, one per model, turns what the user gives into a ``Condition``, once per
   forward pass and once per sampling run: class labels ``y``; a vector ``cond`` (B, D) (a class
-  one-hot, an embedding, an encoder's code); or a spatial map ``cond`` (B, D, h, w) of any size,
-  upsampled to the network's H x W by a learned network m (a 1x1 convolution, nearest
-  upsampling, two 3x3 convolutions with ELU): the map's features are computed here, once;
+  one-hot, an embedding, an encoder's code); a spatial map ``cond`` (B, D, h, w) of any size,
+  brought to the network's H x W by a learned network m (a 1x1 convolution, nearest
+  upsampling (or area averaging for a finer map), two 3x3 convolutions with ELU): the map's
+  features are computed here, once; or a map of discrete codes ``cond`` (B, h, w) with values
+  in [0, K) (``cond_codes``: the top codes a VQ-VAE-2 bottom prior reads), each code looked up
+  in a learned table of D = MAP_FEATURES features and then taken through the same m. The table
+  is the one-hot map's first 1x1 convolution written as a lookup, so a map of K codes costs
+  what a float map of D features does, not of K;
 * ``ConditionBias``, one per conditioned layer, maps that ``Condition`` to the layer's additive
   bias: a learned per-class vector (zero-initialized), V^T h for a vector h, a 1x1 convolution
   V * m(s) for a map (average-pooled to the layer's resolution where it is coarser), summed;
@@ -68,19 +73,22 @@ class Conditioning(nn.Module):
 
     Args:
         n_classes: classes of a class-conditional model, or None.
-        cond_shape: (D,) for a vector condition, (D, h, w) for a spatial map, or None.
-        size: the network's (H, W), the size m(s) is upsampled to.
+        cond_shape: (D,) for a vector condition, (D, h, w) for a spatial map, (h, w) for a map of codes,
+            or None.
+        size: the network's (H, W), the size m(s) is brought to.
+        cond_codes: K of a map of codes (``cond_shape`` (h, w)), else None.
     """
 
     def __init__(self, n_classes: int | None = None, cond_shape: tuple[int, ...] | None = None,
-                 size: tuple[int, int] | None = None):
+                 size: tuple[int, int] | None = None, cond_codes: int | None = None):
         super().__init__()
         self.n_classes = n_classes
         self.cond_shape = None if cond_shape is None else tuple(cond_shape)
         self.size = size
+        self.codes = nn.Embedding(cond_codes, MAP_FEATURES) if cond_codes else None
         self.upsample = None
         if self.spatial:
-            d = self.cond_shape[0]
+            d = MAP_FEATURES if self.codes is not None else self.cond_shape[0]
             self.upsample = nn.ModuleDict({
                 "inner": nn.Conv2d(d, MAP_FEATURES, 1),
                 "conv1": nn.Conv2d(MAP_FEATURES, MAP_FEATURES, 3, padding=1),
@@ -89,7 +97,7 @@ class Conditioning(nn.Module):
 
     @property
     def spatial(self) -> bool:
-        return self.cond_shape is not None and len(self.cond_shape) == 3
+        return self.codes is not None or (self.cond_shape is not None and len(self.cond_shape) == 3)
 
     @property
     def active(self) -> bool:
@@ -101,33 +109,37 @@ class Conditioning(nn.Module):
             return None
         vector = features = None
         if cond is not None and self.spatial:
+            if self.codes is not None:
+                cond = self.codes(cond).movedim(-1, 1)  # (B, h, w) codes -> (B, MAP_FEATURES, h, w)
             m = self.upsample
-            h = F.interpolate(m["inner"](cond), size=self.size, mode="nearest")  # (B, MAP_FEATURES, H, W)
-            features = m["conv2"](F.elu(m["conv1"](F.elu(h))))
+            finer = cond.shape[2] > self.size[0] or cond.shape[3] > self.size[1]
+            h = F.interpolate(m["inner"](cond), size=self.size, mode="area" if finer else "nearest")
+            features = m["conv2"](F.elu(m["conv1"](F.elu(h))))  # (B, MAP_FEATURES, H, W)
         elif cond is not None:
             vector = cond
         return Condition(labels=y, vector=vector, features=features)
 
     def bias(self, n_features: int) -> ConditionBias:
         """A new per-layer bias of ``n_features`` for this model's kinds of condition."""
-        return ConditionBias(self.n_classes, n_features, self.cond_shape)
+        vector = self.cond_shape[0] if self.cond_shape is not None and not self.spatial else None
+        return ConditionBias(self.n_classes, n_features, vector, self.spatial)
 
 
 class ConditionBias(nn.Module):
     """A layer's additive bias from the ``Condition``; none when the model is unconditional.
 
     Parts (summed): ``embedding``, the per-class table (zero-initialized); ``vector``, V^T h
-    (a linear map without bias); ``spatial``, a 1x1 convolution of m(s), without bias.
+    (a linear map without bias) of a vector of ``vector`` features; ``spatial``, a 1x1 convolution
+    of m(s), without bias.
     """
 
-    def __init__(self, n_classes: int | None, n_features: int, cond_shape: tuple[int, ...] | None = None):
+    def __init__(self, n_classes: int | None, n_features: int, vector: int | None = None, spatial: bool = False):
         super().__init__()
         self.n_features = n_features
         self.embedding = nn.Embedding(n_classes, n_features) if n_classes else None
         if self.embedding is not None:
             nn.init.zeros_(self.embedding.weight)
-        spatial = cond_shape is not None and len(cond_shape) == 3
-        self.vector = nn.Linear(cond_shape[0], n_features, bias=False) if cond_shape and not spatial else None
+        self.vector = nn.Linear(vector, n_features, bias=False) if vector else None
         self.spatial = nn.Conv2d(MAP_FEATURES, n_features, 1, bias=False) if spatial else None
 
     def forward(self, c: Condition | None, size: tuple[int, int] | None = None) -> torch.Tensor | None:
