@@ -72,10 +72,11 @@ def test_train_resume_evaluate_generate(tmp_path, data, capsys):
     assert np.array_equal(pixelmodels.sample(model, 3, generator=gen).numpy().transpose(0, 2, 3, 1), images)
 
 
-def test_resume_is_exact(tmp_path, data):
+@pytest.mark.parametrize("schedule", [[], ["--lr-schedule", "cosine", "--warmup-steps", "2", "--decay-steps", "5"]])
+def test_resume_is_exact(tmp_path, data, schedule):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert main(["train", *TINY, "--data-dir", str(data), "--max-steps", "5", "--out", str(straight)]) == 0
-    assert main(["train", *TINY, "--data-dir", str(data), "--max-steps", "2", "--out", str(split)]) == 0
+    assert main(["train", *TINY, *schedule, "--data-dir", str(data), "--max-steps", "5", "--out", str(straight)]) == 0
+    assert main(["train", *TINY, *schedule, "--data-dir", str(data), "--max-steps", "2", "--out", str(split)]) == 0
     assert main(["train", "--resume", str(split), "--max-steps", "5", "--no-progress"]) == 0
     a = torch.load(straight / "training_state.pt", weights_only=True)
     b = torch.load(split / "training_state.pt", weights_only=True)

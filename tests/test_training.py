@@ -9,7 +9,7 @@ import torch
 import pixelmodels
 from pixelmodels.evaluation import evaluate, resolve_device
 from pixelmodels.runs import resolve_train_config
-from pixelmodels.training import EMA, Trainer
+from pixelmodels.training import EMA, Trainer, lr_factor
 from pixelmodels.config import DataConfig, RunConfig, TrainConfig
 from pixelmodels.data import ImageDataset
 from pixelmodels.errors import PixelModelsError
@@ -176,3 +176,33 @@ def test_metrics_are_strict_json_with_null_for_a_non_finite_loss(tmp_path, monke
     (bad,) = [r for r in log if "bad_step" in r]
     assert bad["train_bpd"] is None and bad["step"] == 1
     assert all(math.isfinite(r["train_bpd"]) for r in log if "train_bpd" in r and r is not bad)
+
+
+def test_cosine_and_linear_schedules_warm_up_then_decay_to_zero_at_the_last_step():
+    def lrs(**kw):
+        cfg = TrainConfig(max_steps=100, **kw)
+        return [lr_factor(cfg, s) for s in range(100)]
+
+    cos, lin = lrs(lr_schedule="cosine", warmup_steps=10), lrs(lr_schedule="linear", warmup_steps=10)
+    for f in (cos, lin):
+        assert f[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])  # the warm-up reaches 1 at step 9
+        assert f[10] == 1.0 and all(a >= b for a, b in zip(f[10:], f[11:]))
+    assert cos[55] == pytest.approx(0.5) and lin[55] == pytest.approx(0.5)  # half way from step 10 to 100
+    assert cos[99] == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90))) and lin[99] == pytest.approx(1 / 90)
+    assert lrs(lr_schedule="linear", decay_steps=50)[60] == 0.0  # --decay-steps before --max-steps
+    assert lrs(lr_schedule="exponential", lr_decay=0.9, warmup_steps=2)[:3] == pytest.approx([0.5, 0.9, 0.81])
+
+
+def test_the_schedules_the_trainer_runs(tmp_path):
+    plain = tiny_trainer(tmp_path / "e", lr=0.1, lr_decay=0.5)
+    assert isinstance(plain.sched, torch.optim.lr_scheduler.ExponentialLR)  # as every run before had it
+    trainer = tiny_trainer(tmp_path / "c", lr=0.1, lr_schedule="cosine", warmup_steps=2, max_steps=6)
+    x, y, _ = trainer._batch(next(trainer.batches(0)))
+    seen = []
+    for _ in range(6):
+        seen.append(trainer.opt.param_groups[0]["lr"])
+        trainer.train_step(x, y)
+    assert seen == pytest.approx([0.05, 0.1, 0.1, 0.1 * 0.5 * (1 + math.cos(math.pi / 4)), 0.05,
+                                  0.1 * 0.5 * (1 + math.cos(3 * math.pi / 4))], abs=1e-12)  # 0 at step 6
+    with pytest.raises(PixelModelsError, match="--lr-schedule cosine: the learning rate decays to 0 at --decay-steps"):
+        tiny_trainer(tmp_path / "x", lr_schedule="cosine", epochs=1)

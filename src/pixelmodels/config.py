@@ -123,8 +123,14 @@ class TrainConfig(Settings):
     batch_size: int = setting(32, "images per step", ge=1, le=MAX_BATCH)
     lr: float | None = setting(None, "learning rate (default: the model's preset)", gt=0, le=10,
                                noun="a learning rate")
-    lr_decay: float | None = setting(None, "learning rate multiplier applied after every step", gt=0, le=1,
-                                     noun="a factor")
+    lr_decay: float | None = setting(None, "learning rate multiplier applied after every step (--lr-schedule "
+                                     "exponential)", gt=0, le=1, noun="a factor")
+    lr_schedule: str = setting("exponential", "the learning rate per step after the warm-up: exponential (times "
+                               "--lr-decay after every step), cosine or linear (decay to 0 at --decay-steps)",
+                               choices=("exponential", "cosine", "linear"))
+    warmup_steps: int = setting(0, "linear learning-rate warm-up over the first N steps", ge=0, le=MAX_COUNT)
+    decay_steps: int | None = setting(None, "the step at which a cosine or linear schedule reaches 0 (default: "
+                                      "--max-steps)", ge=1, le=MAX_COUNT)
     ema: float | None = setting(None, "decay of the polyak (exponential moving) average of the weights, used "
                                 "for evaluation and sampling", ge=0, lt=1, noun="a decay")
     ema_warmup: bool = setting(True, "EMA warm-up: the effective decay is min(ema, (1 + n) / (10 + n)) after "

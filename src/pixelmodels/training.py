@@ -1,4 +1,4 @@
-"""The training loop: optimizer, polyak (EMA) weights, per-step learning-rate decay, mixed precision,
+"""The training loop: optimizer, polyak (EMA) weights, the learning-rate schedule, mixed precision,
 DistributedDataParallel, periodic evaluation and sample grids, logs and resumable checkpoints.
 
 The loop is handed built objects; ``runs.build_trainer`` sets up the process, loads the data and builds
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import signal
@@ -30,6 +31,30 @@ from pixelmodels.errors import PixelModelsError, TrainingInterrupted
 from pixelmodels.evaluation import autocast, evaluate, resolve_precision, sample_grid
 from pixelmodels.imageio import make_grid, save_grid
 from pixelmodels.likelihoods import bits_per_dim
+
+
+def lr_factor(train: TrainConfig, step: int) -> float:
+    """The learning rate of ``step`` (0-based) over ``--lr``: a linear warm-up over ``warmup_steps`` (the first
+    step at 1 / warmup_steps), then ``lr_decay ** n`` after n steps (exponential), or half a cosine, or a
+    line, from 1 at the end of the warm-up to 0 at ``decay_steps`` (default ``max_steps``)."""
+    warm = train.warmup_steps
+    factor = min(1.0, (step + 1) / warm) if warm else 1.0
+    if train.lr_schedule == "exponential":
+        return factor * train.lr_decay ** step
+    end = train.decay_steps or train.max_steps
+    progress = min(1.0, max(0, step - warm) / max(1, end - warm))
+    return factor * (0.5 * (1 + math.cos(math.pi * progress)) if train.lr_schedule == "cosine" else 1 - progress)
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig):
+    """The schedule of ``train``: ``ExponentialLR`` for a plain exponential decay (as runs always had, so their
+    checkpoints resume as they were), else ``LambdaLR`` over :func:`lr_factor`."""
+    if train.lr_schedule == "exponential" and not train.warmup_steps:
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=train.lr_decay)
+    if train.lr_schedule != "exponential" and not (train.decay_steps or train.max_steps):
+        raise PixelModelsError(f"--lr-schedule {train.lr_schedule}: the learning rate decays to 0 at --decay-steps "
+                               "(default --max-steps); give either")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(lr_factor, train))
 
 
 class EMA:
@@ -80,7 +105,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.opt = (torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=t.adam_betas) if t.optimizer == "adam"
                     else torch.optim.RMSprop(self.model.parameters(), lr=t.lr))
-        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=t.lr_decay)
+        self.sched = lr_scheduler(self.opt, t)
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
         self.ema = EMA(self.model, t.ema, warmup=t.ema_warmup)
         self.step = self.epoch = self.batch_in_epoch = self.bad_steps = 0
