@@ -7,10 +7,13 @@
 torch.Size([4])
 >>> pixelmodels.score(model, images).bits_per_dim.shape     # also .nll, and .pixel_nll with per_pixel=True
 torch.Size([4])
+>>> pixelmodels.check_causality(model, positions=32).ok   # no output sees a later pixel: .summary(), .leaks
+True
 >>> pixelmodels.list_pretrained()                          # shipped trained models: load_pretrained(name)
 ['fashion-mnist']
 """
 
+from pixelmodels.causality import CausalityReport, check_causality
 from pixelmodels.checkpoint import load, save_pretrained
 from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pixelmodels.data import list_datasets, load_dataset
@@ -23,7 +26,8 @@ from pixelmodels.sampling import complete, sample
 from pixelmodels.scoring import Scores, score
 
 __all__ = [
-    "DataConfig", "DatasetError", "ModelConfig", "PixelModelsError", "RunConfig", "Scores", "TrainConfig",
-    "complete", "create_model", "evaluate", "list_datasets", "list_models", "list_pretrained", "load",
-    "load_dataset", "load_pretrained", "pretrained_info", "sample", "save_pretrained", "score", "train",
+    "CausalityReport", "DataConfig", "DatasetError", "ModelConfig", "PixelModelsError", "RunConfig", "Scores",
+    "TrainConfig", "check_causality", "complete", "create_model", "evaluate", "list_datasets", "list_models",
+    "list_pretrained", "load", "load_dataset", "load_pretrained", "pretrained_info", "sample", "save_pretrained",
+    "score", "train",
 ]
