@@ -68,3 +68,23 @@ def test_cli_uses_the_shipped_model(tmp_path, test_set, capsys):
     assert main(["generate", "--pretrained", "fashion-mnist", "--n", "2", "--class", "7", "--out", str(png)]) == 0
     samples = np.load(png.with_suffix(".npz"))
     assert samples["images"].shape == (2, 28, 28, 1) and samples["labels"].tolist() == [7, 7]
+
+
+@pytest.mark.parametrize("name", pixelmodels.list_pretrained())
+def test_every_shipped_model_scores_its_first_200_test_images_as_its_metadata_says(name, test_set):
+    info = pixelmodels.pretrained_info(name)
+    model = pixelmodels.load_pretrained(name)
+    config = json.loads((pretrained_path(name) / "config.json").read_text())["model"]
+    assert model.config.name == config["name"] and model.n_parameters() == info["parameters"]
+    assert info["images_seen"] >= info["steps"] and f"--max-steps {info['steps']}" in info["train_command"]
+    data = pixelmodels.load_dataset(info["dataset"], "test", n_bits=model.n_bits)
+    bpd = pixelmodels.evaluate(model, data, 200, limit=200)
+    assert bpd == pytest.approx(info["first_200_test_bits_per_dim"], abs=1e-4)
+
+
+def test_the_readme_table_of_shipped_models_is_generated_from_their_metadata():
+    from pixelmodels.pretrained import pretrained_table
+
+    table = pretrained_table()
+    assert len(table.splitlines()) == 2 + len(pixelmodels.list_pretrained())
+    assert table in README.read_text(), "README's table is stale: paste pixelmodels.pretrained.pretrained_table()"
