@@ -88,3 +88,11 @@ def test_the_readme_table_of_shipped_models_is_generated_from_their_metadata():
     table = pretrained_table()
     assert len(table.splitlines()) == 2 + len(pixelmodels.list_pretrained())
     assert table in README.read_text(), "README's table is stale: paste pixelmodels.pretrained.pretrained_table()"
+
+
+def test_the_pretrained_command_lists_the_shipped_models(capsys):
+    from pixelmodels.pretrained import pretrained_table
+
+    assert main(["pretrained"]) == 0
+    out = capsys.readouterr().out
+    assert out == pretrained_table() and all(f"| {name} |" in out for name in pixelmodels.list_pretrained())

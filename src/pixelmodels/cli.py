@@ -241,8 +241,17 @@ def cmd_check(argv: list[str]) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_pretrained(argv: list[str]) -> int:
+    from pixelmodels.pretrained import pretrained_table
+
+    Parser(prog="pixelmodels pretrained", description="The models shipped with pixelmodels (--pretrained NAME) "
+           "and their figures, from their metadata.json.").parse_args(argv)
+    print(pretrained_table(), end="")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "generate": cmd_generate, "complete": cmd_complete,
-            "score": cmd_score, "check": cmd_check}
+            "score": cmd_score, "check": cmd_check, "pretrained": cmd_pretrained}
 USAGE = ("usage: pixelmodels {" + ",".join(COMMANDS) + "} ... [--debug]\n"
          "  train     train a model into a run directory\n"
          "  evaluate  bits/dim of a run's EMA weights on a split\n"
@@ -250,6 +259,7 @@ USAGE = ("usage: pixelmodels {" + ",".join(COMMANDS) + "} ... [--debug]\n"
          "  complete  keep the top of dataset images, sample the rest\n"
          "  score     bits/dim (and per-pixel NLL heat maps) of dataset images or image files\n"
          "  check     check that a run's model is causal (exit code 1 on a leak)\n"
+         "  pretrained  list the shipped models with their figures\n"
          "Run 'pixelmodels COMMAND --help' for a command's flags.")
 
 
