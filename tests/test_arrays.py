@@ -218,6 +218,20 @@ def test_large_arrays_are_memory_mapped_not_copied(tmp_path, form):
 
 
 @needs_proc
+@pytest.mark.parametrize("form", ["npz", "npy"])
+def test_a_condition_of_top_codes_is_memory_mapped_and_range_checked(tmp_path, form):
+    top = np.random.default_rng(2).integers(0, 300, (64, 64, 64)).astype(np.int16)  # 512 KiB
+    paths = write(tmp_path, form, x=codes(n=64, k=50), cond=top)
+    ds = load_dataset("arrays", root=tmp_path, n_codes=50, cond_codes=300)
+    assert is_mapped_from(ds.cond, paths if form == "npz" else paths["cond"]) and ds.cond.dtype == torch.int16
+    assert np.array_equal(ds.cond.numpy(), top) and ds.cond_shape == (64, 64) and ds.cond_codes == 300
+    top[32, 5, 7] = 300
+    write(tmp_path, form, x=codes(n=64, k=50), cond=top)
+    with pytest.raises(DatasetError, match=r"expected codes 0..299, found 300 at index \(32, 5, 7\) \(--cond-codes 300\)"):
+        load_dataset("arrays", root=tmp_path, n_codes=50, cond_codes=300)
+
+
+@needs_proc
 def test_compressed_members_are_read_into_memory(tmp_path):
     path = write_npz(tmp_path, compressed=True, x=codes(k=300))
     ds = load_dataset("arrays", root=tmp_path, n_codes=300)
