@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pixelmodels import load
+from pixelmodels import list_models, load
 from pixelmodels.cli import main
 
 TINY = ["--preset", "tiny", "--batch-size", "4", "--n-samples", "0", "--no-progress", "--max-steps", "2",
@@ -95,11 +95,11 @@ def write_two_level(folder, top=(3, 3), k_top=9, k=20, n=(10, 6), form="npy"):
     return folder
 
 
-@pytest.mark.parametrize("form", ["npy", "npz"])
-def test_a_bottom_prior_conditioned_on_top_codes_end_to_end(tmp_path, capsys, form):
+@pytest.mark.parametrize("name,form", [(name, "npy") for name in list_models()] + [("pixelsnail", "npz")])
+def test_a_bottom_prior_conditioned_on_top_codes_end_to_end(tmp_path, capsys, name, form):
     data, run = write_two_level(tmp_path / "levels", form=form), tmp_path / "run"
     given = [] if form == "npz" else ["--n-codes", "20", "--cond-codes", "9"]  # an .npz declares them
-    assert main(["train", "--model", "pixelsnail", "--dataset", "arrays", "--data-dir", str(data), *given, *TINY,
+    assert main(["train", "--model", name, "--dataset", "arrays", "--data-dir", str(data), *given, *TINY,
                  "--out", str(run)]) == 0
     model = load(run)
     assert model.n_codes == 20 and model.cond_codes == 9 and model.cond_shape == (3, 3)
