@@ -19,3 +19,15 @@ def test_the_training_loss_traces_without_a_graph_break(name):
     # the check works: a value read into Python before the model runs breaks the graph
     explained = torch._dynamo.explain(lambda x, y: model.bits_per_dim(x * int(y.max().item() > -1), y).mean())(x, y)
     assert explained.graph_break_count >= 1
+
+
+@pytest.mark.parametrize("cond_shape,cond_codes", [((4,), None), ((2, 3, 3), None), ((3, 3), 5)])
+def test_conditions_trace_without_a_graph_break(cond_shape, cond_codes):
+    model = create_model("gated-pixelcnn", image_shape=(1, 6, 6), n_codes=7, cond_shape=cond_shape,
+                         cond_codes=cond_codes, preset="tiny").train()
+    x = torch.randint(0, 7, (2, 1, 6, 6))
+    cond = torch.randint(0, 5, (2, *cond_shape)) if cond_codes else torch.randn(2, *cond_shape)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(lambda x, c: model.bits_per_dim(x, cond=c).mean())(x, cond)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, [str(r.reason)
+                                                                             for r in explained.break_reasons]

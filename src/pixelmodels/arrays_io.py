@@ -43,7 +43,7 @@ def read_cond(path: Path | None, model) -> torch.Tensor | None:
     except (OSError, ValueError, EOFError) as e:
         raise PixelModelsError(f"--cond: {path}: expected a .npy array of conditions, could not read it "
                                f"({one_line(e, 200) or type(e).__name__})") from None
-    codes = model.cond_codes
+    codes = getattr(model, "cond_codes", None)
     if not isinstance(array, np.ndarray) or array.dtype.kind not in ("iu" if codes else "fiu"):
         found = getattr(array, "dtype", array)
         raise PixelModelsError(f"--cond: {path}: expected integer codes 0..{codes - 1} (the model is conditioned on "
