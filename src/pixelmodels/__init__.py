@@ -9,12 +9,16 @@ torch.Size([4])
 torch.Size([4])
 >>> pixelmodels.check_causality(model, positions=32).ok   # no output sees a later pixel: .summary(), .leaks
 True
+>>> data = pixelmodels.compress(model, images)            # lossless, about the images' NLL in bits
+>>> bool((pixelmodels.decompress(model, data) == images).all())
+True
 >>> pixelmodels.list_pretrained()                          # shipped trained models: load_pretrained(name)
 ['fashion-mnist']
 """
 
 from pixelmodels.causality import CausalityReport, check_causality
 from pixelmodels.checkpoint import load, save_pretrained
+from pixelmodels.compression import compress, decompress
 from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pixelmodels.data import list_datasets, load_dataset
 from pixelmodels.errors import DatasetError, PixelModelsError
@@ -27,7 +31,7 @@ from pixelmodels.scoring import Scores, score
 
 __all__ = [
     "CausalityReport", "DataConfig", "DatasetError", "ModelConfig", "PixelModelsError", "RunConfig", "Scores",
-    "TrainConfig", "check_causality", "complete", "create_model", "evaluate", "list_datasets", "list_models",
-    "list_pretrained", "load", "load_dataset", "load_pretrained", "pretrained_info", "sample", "save_pretrained",
-    "score", "train",
+    "TrainConfig", "check_causality", "complete", "compress", "create_model", "decompress", "evaluate",
+    "list_datasets", "list_models", "list_pretrained", "load", "load_dataset", "load_pretrained", "pretrained_info",
+    "sample", "save_pretrained", "score", "train",
 ]

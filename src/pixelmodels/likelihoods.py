@@ -13,6 +13,11 @@ A head is the half of a model that turns the network's output ``params``
   two sampling paths fed the same noise give the same images. ``temperature`` T
   divides categorical logits by T; for the logistic mixture it divides the
   mixture logits by T and multiplies the scales by T. T = 1 changes nothing;
+* ``log_probs(params, x, c)``: log-probabilities (n, V) of all V values of
+  channel c at one position, from that position's parameters (n, n_params) and
+  the pixel's values x (n, C), of which only channels < c are read: the
+  conditionals whose sum over the channels at the true values is ``-nll`` (an
+  entropy coder's input, ``pixelmodels.compression``);
 * ``param_groups()``: the image channel (n_params,) each parameter belongs
   to; a channel-masked network gives its output layer these groups, so a
   parameter of group g depends only on channels < g of the current pixel;
@@ -117,6 +122,11 @@ class CategoricalHead(nn.Module):
         """Per-pixel NLL in nats, (B, H, W), summed over channels."""
         return categorical_nll(self.logits(params), x)
 
+    def log_probs(self, params: torch.Tensor, x: torch.Tensor, c: int) -> torch.Tensor:
+        """Log-probabilities (n, K) of channel c's values from one position's parameters (n, C*K); the
+        channels are independent given the parameters, so x (n, C) is not read."""
+        return F.log_softmax(self.logits(params)[:, c], dim=-1)
+
     def noise(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """Uniform random numbers for one position: (B, C, K) in [0, 1)."""
         return torch.rand(batch, self.n_channels, self.n_values, generator=generator, device=device)
@@ -189,6 +199,14 @@ class AutoregressiveCategoricalHead(nn.Module):
     def noise(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """Uniform random numbers for one position: (B, C, K) in [0, 1)."""
         return torch.rand(batch, self.n_channels, self.n_values, generator=generator, device=device)
+
+    def log_probs(self, params: torch.Tensor, x: torch.Tensor, c: int) -> torch.Tensor:
+        """Log-probabilities (n, K) of channel c's values from one position's features (n, F) and the pixel's
+        channels < c in x (n, C); channels >= c are read as zeros, as ``sample`` has them."""
+        p = at_least_float32(params)[:, :, None, None]  # (n, F, 1, 1)
+        earlier = torch.arange(self.n_channels, device=x.device) < c
+        x = torch.where(earlier, x.long(), 0)[:, :, None, None]  # (n, C, 1, 1)
+        return F.log_softmax(self.logits(p, self._channels(x, p.dtype))[:, c, :, 0, 0], dim=-1)
 
     def sample(self, params: torch.Tensor, noise: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Sample (B, C) channel by channel (Gumbel-max, logits / ``temperature``) from one position's features."""
@@ -305,6 +323,34 @@ class LogisticMixtureHead(nn.Module):
         centre = mid_in - log_scale - 2 * F.softplus(mid_in) + math.log(2 * h)
         middle = torch.where(wide, exact, centre)
         return torch.where(x == 0, F.logsigmoid(plus_in), torch.where(x == top, F.logsigmoid(-min_in), middle))
+
+    def log_probs(self, params: torch.Tensor, x: torch.Tensor, c: int) -> torch.Tensor:
+        """Log-probabilities (n, 2**n_bits) of channel c's values given the pixel's channels < c in x (n, C),
+        from one position's parameters (n, n_params).
+
+        The components are shared by the channels of a pixel, so channel c's conditional is the mixture
+        sum_k w_k p_c(v | k, x_<c) with the posterior weights w_k proportional to
+        pi_k * prod_{c' < c} p_c'(x_c' | k, x_<c'), the means coupled to the earlier channels as in ``nll``.
+        """
+        logits, means, log_scales, coeffs = self.split(params)  # means: (n, C, K)
+        x = x.long()[:, :, None]  # (n, C, 1)
+        xs = scale_values(x, self.n_bits, means.dtype)
+
+        def mean(ch: int) -> torch.Tensor:  # channel ch's means given the earlier channels, (n, K)
+            if ch == 1:
+                return means[:, 1] + coeffs[:, 0] * xs[:, 0]
+            if ch == 2:
+                return means[:, 2] + coeffs[:, 1] * xs[:, 0] + coeffs[:, 2] * xs[:, 1]
+            return means[:, 0]
+
+        log_w = F.log_softmax(logits, dim=1)  # (n, K)
+        for e in range(c):
+            log_w = log_w + self.log_bin_prob(x[:, e], xs[:, e], mean(e), log_scales[:, e])
+        log_w = log_w - torch.logsumexp(log_w, dim=1, keepdim=True)  # the posterior given channels < c
+        v = torch.arange(2**self.n_bits, device=means.device)[None, :, None]  # (1, V, 1)
+        log_p = self.log_bin_prob(v, scale_values(v, self.n_bits, means.dtype), mean(c)[:, None],
+                                  log_scales[:, c, None])  # (n, V, K)
+        return torch.logsumexp(log_w[:, None] + log_p, dim=2)
 
     def noise(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """Uniform random numbers for one pixel: (B, K + C), K for the component, C for the values."""
