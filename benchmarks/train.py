@@ -2,11 +2,12 @@
 
 One training step = forward, bits/dim loss (float32), backward, Adam step, as ``pixelmodels train`` runs
 it: bf16 is ``torch.autocast`` around the forward, ``--compile`` puts the model's forward under
-``torch.compile`` (the head stays eager). Each (configuration, dtype, eager or compiled) runs in a fresh
-subprocess: ``--warmup`` untimed steps (at least one when compiled: it compiles), then up to ``--steps``
-timed steps (fewer once ``--max-seconds`` are spent; at least one); images/s = batch / median step.
-With ``--compile`` the table also gives evaluation: the forward and loss of the same batch in eval mode
-without gradients (compiled: a second graph), timed the same way after one untimed call.
+``torch.compile`` (the head stays eager). Each (configuration, dtype) runs in a fresh subprocess:
+``--warmup`` untimed steps (at least one when compiled: it compiles), then up to ``--steps`` timed steps
+(fewer once ``--max-seconds`` are spent; at least one); images/s = batch / median step. With ``--compile``
+the same process times the compiled model too, its steps alternating with the eager ones (so both see
+the same load on a shared machine), and evaluation: the forward and loss of the same batch in eval mode
+without gradients (compiled: a second graph), eager and compiled alternating after one untimed call each.
 
 * FLOPs of a step: ``torch.utils.flop_counter.FlopCounterMode`` over the forward and backward of one
   image (matrix products, convolutions and attention, as executed), times the batch.
@@ -157,7 +158,7 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
     model = create_model(cfg.model, image_shape=(c, h, w), preset=cfg.preset, **options).to(device).train()
     x = batch_of(model, cfg.batch, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    forward = torch.compile(model) if compile else model
+    compiled = torch.compile(model) if compile else None
     scale = math.log(2) * c * h * w
 
     def loss_of(net, x):
@@ -172,48 +173,51 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
     if device_type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
-    def step():
+    def step(net):
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_of(forward, x)
+        loss = loss_of(net, x)
         loss.backward()
         optimizer.step()
         return loss
 
-    start = time.perf_counter()
-    for _ in range(max(warmup, 1 if compile else 0)):
-        step()
-    sync(device)
-    warmup_s = time.perf_counter() - start
-    times = []
-    while len(times) < max(1, steps) and (not times or sum(times) < max_seconds):
+    def timed(fn, *args):
         sync(device)
         start = time.perf_counter()
-        loss = step()
+        out = fn(*args)
         sync(device)
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
-    profiled = profile_table(step, len(times), profile, device) if profile else None
+        return time.perf_counter() - start, out
+
+    nets = [model] + ([compiled] if compile else [])  # eager and compiled steps alternate: the same noise
+
+    def rounds(fn):
+        """Seconds per call of ``fn(net)`` for each net, calls alternating, up to ``steps`` rounds."""
+        times = [[] for _ in nets]
+        while len(times[0]) < max(1, steps) and (not times[0] or sum(map(sum, times)) < max_seconds):
+            for t, net in zip(times, nets):
+                t.append(timed(fn, net)[0])
+        return [statistics.median(t) for t in times], len(times[0])
+
+    warmup_s = timed(lambda: [step(net) for net in nets for _ in range(max(warmup, 1 if compile else 0))])[0]
+    (seconds, *compiled_s), n_steps = rounds(step)
+    loss = step(model)
+    profiled = {label: profile_table(lambda: step(net), n_steps, profile, device)
+                for label, net in zip(["profile", "compiled profile"], nets)} if profile else {}
     model.eval()  # evaluation: the forward and the loss without gradients (compiled: a second graph, for eval mode)
     with torch.no_grad():
-        loss_of(forward, x)
-        eval_times = []
-        while len(eval_times) < max(1, steps) and (not eval_times or sum(eval_times) < max_seconds):
-            sync(device)
-            start = time.perf_counter()
-            loss_of(forward, x)
-            sync(device)
-            eval_times.append(time.perf_counter() - start)
+        for net in nets:
+            loss_of(net, x)
+        (eval_s, *compiled_eval_s), _ = rounds(lambda net: loss_of(net, x))
     if device_type == "cuda":
         memory = torch.cuda.max_memory_allocated() / 2**20
     else:
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    result = dict(images_per_s=cfg.batch / seconds, step_s=seconds, steps=len(times), flops=flops,
+    result = dict(images_per_s=cfg.batch / seconds, step_s=seconds, steps=n_steps, flops=flops,
                   flops_per_s=flops / seconds, memory_mib=memory, loss=float(loss.detach()),
-                  parameters=model.n_parameters(), warmup_s=warmup_s,
-                  eval_images_per_s=cfg.batch / statistics.median(eval_times))
-    if profiled:
-        result["profile"] = profiled
-    return result
+                  parameters=model.n_parameters(), warmup_s=warmup_s, eval_images_per_s=cfg.batch / eval_s)
+    if compile:
+        result.update(compiled_images_per_s=cfg.batch / compiled_s[0],
+                      compiled_eval_images_per_s=cfg.batch / compiled_eval_s[0])
+    return {**result, **profiled}
 
 
 def matmul_peak(dtype: str, device: str, threads: int, n: int, seconds: float) -> float:
@@ -320,11 +324,10 @@ def table(rows, peaks: dict, dtypes: list[str], compiled: bool) -> None:
             cells += [rate(r["images_per_s"]), fmt(r["flops_per_s"] / 1e9), fmt(r["flops_per_s"] / peaks[d], "{:.0%}")
                       ] if r else [res[d]["error"], "", ""]
             if compiled:
-                rc = ok.get(f"{d} compiled")
-                cells += [rate(rc["images_per_s"]) if rc else res[f"{d} compiled"]["error"],
-                          fmt(rc["images_per_s"] / r["images_per_s"] if rc and r else None, "{:.2f}x"),
-                          rate(r["eval_images_per_s"]) if r else "-",
-                          fmt(rc["eval_images_per_s"] / r["eval_images_per_s"] if rc and r else None, "{:.2f}x")]
+                cells += [rate(r["compiled_images_per_s"]), fmt(r["compiled_images_per_s"] / r["images_per_s"],
+                                                                 "{:.2f}x"),
+                          rate(r["eval_images_per_s"]), fmt(r["compiled_eval_images_per_s"] / r["eval_images_per_s"],
+                                                            "{:.2f}x")] if r else ["-"] * 4
         if {"fp32", "bf16"} <= set(dtypes):
             cells.append(fmt(ok["bf16"]["images_per_s"] / ok["fp32"]["images_per_s"]
                              if "fp32" in ok and "bf16" in ok else None, "{:.2f}x"))
@@ -348,7 +351,8 @@ def main() -> None:
     p.add_argument("--no-references", dest="references", action="store_false", help="no reference rows")
     p.add_argument("--large", action="store_true", help="also pixelsnail:default (125 M parameters)")
     p.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16")
-    p.add_argument("--compile", action="store_true", help="also time every row with the forward under torch.compile")
+    p.add_argument("--compile", action="store_true", help="also time every row with the forward under torch.compile "
+                   "(alternating with the eager steps in the same process), training and evaluation")
     p.add_argument("--profile", action="store_true", help="print the torch profiler's top operators of every row")
     p.add_argument("--top", type=int, default=12, help="operators shown by --profile")
     p.add_argument("--batch-size", type=int, default=0, help="every row's batch (default: per preset)")
@@ -393,18 +397,19 @@ def main() -> None:
 
     start, load0 = time.time(), os.getloadavg()[0]
     before = {d: peak(d) for d in dtypes}
-    keys = [k for d in dtypes for k in ([d, f"{d} compiled"] if args.compile else [d])]
     rows = []
     for cfg in todo:
         res = {}
-        for key in keys:
-            payload = dict(kind="config", config=asdict(cfg), dtype=key.split()[0], device=args.device,
+        for key in dtypes:
+            payload = dict(kind="config", config=asdict(cfg), dtype=key, device=args.device,
                            threads=args.threads, warmup=args.warmup, steps=args.steps, max_seconds=args.max_seconds,
-                           compile=key.endswith("compiled"), profile=args.top if args.profile else 0)
+                           compile=args.compile, profile=args.top if args.profile else 0)
             res[key] = r = child(args, payload)
             shown = r.get("error") or (f"{r['images_per_s']:.2f} images/s, {r['step_s']:.3f} s/step x {r['steps']}, "
                                        f"warm-up {r['warmup_s']:.1f} s, evaluation {r['eval_images_per_s']:.1f} "
-                                       "images/s")
+                                       "images/s" + (f"; compiled {r['compiled_images_per_s']:.2f} images/s, "
+                                                     f"evaluation {r['compiled_eval_images_per_s']:.1f} images/s"
+                                                     if args.compile else ""))
             print(f"{cfg.label} {cfg.shape} b{cfg.batch} {key}: {shown} [{time.time() - start:.0f} s]", flush=True)
         rows.append((cfg, res))
     after = {d: peak(d) for d in dtypes}
@@ -418,9 +423,11 @@ def main() -> None:
     table(rows, peaks, dtypes, args.compile)
     for cfg, res in rows:
         for key, r in res.items():
-            if "profile" in r:
-                print(f"\n{cfg.label} {cfg.shape} batch {cfg.batch} {key}: {r['step_s'] * 1e3:.0f} ms/step\n")
-                print(r["profile"])
+            for label in ("profile", "compiled profile"):
+                if label in r:
+                    step_s = r["step_s"] if label == "profile" else cfg.batch / r["compiled_images_per_s"]
+                    print(f"\n{cfg.label} {cfg.shape} batch {cfg.batch} {key} {label}: {step_s * 1e3:.0f} ms/step\n")
+                    print(r[label])
 
 
 if __name__ == "__main__":

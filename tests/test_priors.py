@@ -260,8 +260,8 @@ def test_a_code_map_condition_equals_its_one_hot_float_map(name, size):
     assert not torch.allclose(model(x, y, other), twin(x, y, hot))  # the comparison can fail
 
 
-@pytest.mark.parametrize("name,size,likelihood", [(n, s, lik) for n in list_models() for s in [(H, W), (9, 8)]
-                                                  for lik in ["categorical", "logistic-mixture"]])
+@pytest.mark.parametrize("name,size,likelihood", [(n, s, lik) for n in list_models()
+                                                  for s, lik in [((9, 8), "categorical"), ((H, W), "logistic-mixture")]])
 def test_images_conditioned_on_codes_sample_the_same_cached_and_reference(name, size, likelihood):
     model = make(name, n_codes=None, cond="codes", cond_shape=size, n_classes=3, c=3, likelihood=likelihood)
     _, y, c = inputs(model, 2)
