@@ -224,6 +224,16 @@ def _conv(layer: MaskedConv2d, x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, (layer.weight * layer.mask).to(x.dtype), layer.bias.to(x.dtype))
 
 
+def coupled_mean(means: torch.Tensor, coeffs: torch.Tensor | None, xs: torch.Tensor | None, c: int) -> torch.Tensor:
+    """Channel c's means given the pixel's earlier channels (the logistic mixture's RGB coupling, indexed on
+    dim 1): mean_R, mean_G + c0 * xs_R, mean_B + c1 * xs_R + c2 * xs_G; ``xs`` the scaled earlier values."""
+    if c == 0:
+        return means[:, 0]
+    if c == 1:
+        return means[:, 1] + coeffs[:, 0] * xs[:, 0]
+    return means[:, 2] + coeffs[:, 1] * xs[:, 0] + coeffs[:, 2] * xs[:, 1]
+
+
 class LogisticMixtureHead(nn.Module):
     """Mixture of K discretized logistics per pixel, coupled across channels [1].
 
@@ -297,11 +307,7 @@ class LogisticMixtureHead(nn.Module):
         x = x.long().unsqueeze(2)  # (B, C, 1, H, W)
         xs = scale_values(x, self.n_bits, means.dtype)
         if coeffs is not None:
-            means = torch.stack([
-                means[:, 0],
-                means[:, 1] + coeffs[:, 0] * xs[:, 0],
-                means[:, 2] + coeffs[:, 1] * xs[:, 0] + coeffs[:, 2] * xs[:, 1],
-            ], dim=1)
+            means = torch.stack([coupled_mean(means, coeffs, xs, c) for c in range(3)], dim=1)
         log_p = self.log_bin_prob(x, xs, means, log_scales).sum(dim=1)  # (B, K, H, W)
         return -torch.logsumexp(F.log_softmax(logits, dim=1) + log_p, dim=1)
 
@@ -337,11 +343,7 @@ class LogisticMixtureHead(nn.Module):
         xs = scale_values(x, self.n_bits, means.dtype)
 
         def mean(ch: int) -> torch.Tensor:  # channel ch's means given the earlier channels, (n, K)
-            if ch == 1:
-                return means[:, 1] + coeffs[:, 0] * xs[:, 0]
-            if ch == 2:
-                return means[:, 2] + coeffs[:, 1] * xs[:, 0] + coeffs[:, 2] * xs[:, 1]
-            return means[:, 0]
+            return coupled_mean(means, coeffs, xs, ch)
 
         log_w = F.log_softmax(logits, dim=1)  # (n, K)
         for e in range(c):
@@ -368,10 +370,8 @@ class LogisticMixtureHead(nn.Module):
             coeffs = coeffs.gather(2, component[:, None, None].expand(-1, 3, 1))[..., 0]  # (B, 3)
         values = []
         for c in range(self.n_channels):
-            mean = means[:, c]
-            if c > 0:
-                xs = [scale_values(v, self.n_bits, means.dtype) for v in values]
-                mean = mean + (coeffs[:, 0] * xs[0] if c == 1 else coeffs[:, 1] * xs[0] + coeffs[:, 2] * xs[1])
+            xs = scale_values(torch.stack(values, dim=1), self.n_bits, means.dtype) if values else None
+            mean = coupled_mean(means, coeffs, xs, c)
             u = noise[:, k + c].to(means.dtype).clamp(1e-5, 1.0 - 1e-5)
             scale = torch.exp(log_scales[:, c]) if temperature == 1.0 else torch.exp(log_scales[:, c]) * temperature
             v = mean + scale * (torch.log(u) - torch.log1p(-u))
