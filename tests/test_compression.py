@@ -164,6 +164,24 @@ def test_the_thread_count_changes_nothing(encode_threads, decode_threads):
         torch.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("encode_workers,decode_workers", [(1, 3), (3, 1)])
+def test_chunks_coded_on_worker_threads_give_the_same_stream(encode_workers, decode_workers):
+    """Chunks coded at the same time on several threads: the stream is the one a single worker writes, and
+    any number of workers decodes it; the caller's thread count is restored."""
+    model = make("gated-pixelcnn", 3, n_bits=8)
+    x = images_for(model, 7)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        single = compress(model, x, chunk_size=2, workers=1)
+        data = compress(model, x, chunk_size=2, workers=encode_workers)
+        assert data == single and torch.get_num_threads() == 2
+        assert torch.equal(decompress(model, data, workers=decode_workers), x.to(torch.uint8))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_floats_that_threads_round_differently_do_not_reach_the_coder(monkeypatch):
     """A large sum, which 2 threads add in another order than 1, enters every log-probability: a stream written
     on 2 threads still decodes on 1 (compression computes on one thread, whatever the caller's setting)."""
@@ -281,6 +299,7 @@ def test_images_that_do_not_fit_the_model_are_refused(stream):
     one_line_error(r"class labels in 0..2, found 3", compress, model, x, torch.tensor([0, 1, 2, 3, 0]))
     one_line_error("not class-conditional", compress, make("pixelcnn", 3), x, y)
     one_line_error("chunk_size: expected a positive integer", compress, model, x, y, chunk_size=0)
+    one_line_error("workers: expected a positive integer", compress, model, x, y, workers=0)
 
 
 def test_without_constriction_the_error_says_what_to_install(stream, monkeypatch):

@@ -48,11 +48,12 @@ caller gives the condition again to ``decompress``.
 NOTE: on the CPU the number of threads changes floats (an operation split over threads
 rounds its vectorized kernel's remainder elsewhere, and matrix products may block
 differently: a default-preset model gives other probabilities on 3 threads than on 1), so
-``compress`` and ``decompress`` run the model on one intra-op thread
-(``torch.set_num_threads(1)`` for the duration of the call, the caller's setting restored
-after). The same machine, torch and model then give the same probabilities whatever the
-caller's thread count; another machine or torch build may not, and a stream that decodes
-to other images fails its chunk's checksum.
+the model runs each chunk on one intra-op thread, and ``compress`` and ``decompress`` code
+``workers`` chunks at the same time on as many threads (default: the caller's
+``torch.get_num_threads()``). For the duration of the call ``torch.set_num_threads(1)``
+holds; the caller's setting is restored after. The same machine, torch and model then give
+the same stream whatever the caller's thread count or ``workers``; another machine or torch
+build may not, and a stream that decodes to other images fails its chunk's checksum.
 
 [1]: Bamler 2022, "Understanding Entropy Coding With Asymmetric Numeral Systems (ANS): a
      Statistician's Perspective" (constriction), https://arxiv.org/abs/2201.01741
@@ -60,7 +61,7 @@ to other images fails its chunk's checksum.
 
 from __future__ import annotations
 
-import contextlib
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -102,17 +103,20 @@ def condition_hash(cond: torch.Tensor | None) -> bytes:
     return h.digest()
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Run a block on one intra-op thread, then restore the caller's thread count (see the NOTE above)."""
+def _in_parallel(job, items: list, workers: int | None) -> list:
+    """``[job(item) for item in items]``, the items shared among ``workers`` threads (default: the caller's
+    torch thread count), each running the model on one intra-op thread (see the NOTE above); the caller's
+    thread count is restored after. Chunks are independent, so the result does not depend on ``workers``."""
     previous = torch.get_num_threads()
-    if previous != 1:
-        torch.set_num_threads(1)
+    workers = _check_workers(previous if workers is None else workers)
+    torch.set_num_threads(1)
     try:
-        yield
+        if workers == 1 or len(items) < 2:
+            return [job(item) for item in items]
+        with concurrent.futures.ThreadPoolExecutor(min(workers, len(items))) as pool:
+            return list(pool.map(job, items))
     finally:
-        if previous != 1:
-            torch.set_num_threads(previous)
+        torch.set_num_threads(previous)
 
 
 def _coder():
@@ -148,16 +152,16 @@ def _walk(model, n: int, y, cond, code, bar) -> torch.Tensor:
     device = next(model.parameters()).device
     channels, h, w = model.image_shape
     x = torch.zeros((n, channels, h, w), dtype=torch.long, device=device)  # what the decoder knows so far
-    with _one_thread():
-        cache = model.sampling_cache(n, y, cond)
-        for i in range(h):
-            for j in range(w):
-                for c in range(channels):
-                    if c == 0 or model.channel_masked:  # a channel-masked network steps before each channel
-                        params = cache.step(x, i, j)  # (n, head.n_params)
-                    values = code(_probabilities(model.head.log_probs(params, x[:, :, i, j], c)), c, i, j)
-                    x[:, c, i, j] = torch.from_numpy(np.asarray(values, dtype=np.int64)).to(device)
-            bar.update(1)
+    torch.set_num_threads(1)  # this (worker) thread's own setting: OpenMP keeps one per thread
+    cache = model.sampling_cache(n, y, cond)
+    for i in range(h):
+        for j in range(w):
+            for c in range(channels):
+                if c == 0 or model.channel_masked:  # a channel-masked network steps before each channel
+                    params = cache.step(x, i, j)  # (n, head.n_params)
+                values = code(_probabilities(model.head.log_probs(params, x[:, :, i, j], c)), c, i, j)
+                x[:, c, i, j] = torch.from_numpy(np.asarray(values, dtype=np.int64)).to(device)
+        bar.update(1)
     return x.cpu() if model.n_codes else x.cpu().to(torch.uint8)
 
 
@@ -172,7 +176,8 @@ def _side(model, n: int, cond):
     return model.check_cond(cond, n, next(model.parameters()).device)
 
 
-def compress(model, images, y=None, cond=None, *, chunk_size: int = 64, progress: bool = False) -> bytes:
+def compress(model, images, y=None, cond=None, *, chunk_size: int = 256, workers: int | None = None,
+             progress: bool = False) -> bytes:
     """Losslessly compress ``images`` with ``model``'s probabilities; returns the stream (see the module
     docstring for its format), about the images' NLL in bits long.
 
@@ -184,6 +189,10 @@ def compress(model, images, y=None, cond=None, *, chunk_size: int = 64, progress
         cond: the condition of a model with ``cond_shape``, one for all or (N, *cond_shape); not stored
             (its hash is): give it again to ``decompress``.
         chunk_size: images coded together (one batch of the cached step); the decoder uses the same chunks.
+            Larger chunks code faster per image; the coder holds a chunk's (chunk_size, V) float64
+            probabilities per sub-pixel, so a prior over many codes (V = K) may want smaller chunks.
+        workers: chunks coded at the same time, each on its own thread (default: ``torch.get_num_threads()``);
+            the stream does not depend on it.
         progress: show a progress bar over rows.
     """
     coder = _coder()
@@ -205,29 +214,32 @@ def compress(model, images, y=None, cond=None, *, chunk_size: int = 64, progress
     out = [head, hashlib.sha256(head).digest()[:_CHECK]]
     family = coder.stream.model.Categorical(perfect=False)
     with tqdm(total=-(-n // chunk_size) * h, desc="compressing rows", disable=not progress, leave=False) as bar:
-        for start in range(0, n, chunk_size):
-            chunk = images[start:start + chunk_size]
-            truth = chunk.cpu().numpy().astype(np.int32)
+
+        def encode_chunk(start: int) -> bytes:
+            truth = images[start:start + chunk_size].cpu().numpy().astype(np.int32)
             encoder = coder.stream.queue.RangeEncoder()
 
-            def encode(probs, ch, i, j, truth=truth, encoder=encoder):
+            def encode(probs, ch, i, j):
                 values = np.ascontiguousarray(truth[:, ch, i, j])
                 encoder.encode(values, family, probs)
                 return values
 
-            x = _walk(model, len(chunk), _rows(labels, start, chunk_size), _rows(cond, start, chunk_size),
+            x = _walk(model, len(truth), _rows(labels, start, chunk_size), _rows(cond, start, chunk_size),
                       encode, bar)
             data = encoder.get_compressed().astype("<u4").tobytes()
-            out.append(_CHUNK.pack(len(chunk), len(data), zlib.crc32(data), _images_check(x)) + data)
+            return _CHUNK.pack(len(truth), len(data), zlib.crc32(data), _images_check(x)) + data
+
+        out += _in_parallel(encode_chunk, list(range(0, n, chunk_size)), workers)
     return b"".join(out)
 
 
-def decompress(model, data: bytes, cond=None, *, progress: bool = False):
+def decompress(model, data: bytes, cond=None, *, workers: int | None = None, progress: bool = False):
     """The images a stream of ``compress`` holds, decoded with the same ``model``.
 
     Returns the images on the CPU, uint8 (N, C, H, W) (int64 (N, 1, H, W) for code maps), or for a
     class-conditional model the pair ``(images, labels)``, labels int64 (N,) as the stream stores them.
-    ``cond``: the condition given to ``compress`` (a model with ``cond_shape`` only).
+    ``cond``: the condition given to ``compress`` (a model with ``cond_shape`` only). ``workers``: chunks
+    decoded at the same time, as for ``compress`` (any number decodes any stream).
 
     Raises ``PixelModelsError`` (one line) for a stream of another format, version or model, a corrupted
     or truncated stream, a missing or different condition, or a chunk whose decoded images fail their
@@ -241,27 +253,34 @@ def decompress(model, data: bytes, cond=None, *, progress: bool = False):
     c, h, w = model.image_shape
     family = coder.stream.model.Categorical(perfect=False)
     n_chunks = -(-n // chunk_size)
-    parts = []
+    chunks = []  # (index, first image, count, images check, coded words), all read before any decoding
+    for k, start in enumerate(range(0, n, chunk_size)):
+        where = f"stream: chunk {k} of {n_chunks}"
+        if len(data) < offset + _CHUNK.size:
+            raise PixelModelsError(f"{where}: truncated (the stream ends at byte {len(data)}, inside the "
+                                   "chunk's header)")
+        count, length, crc, check = _CHUNK.unpack_from(data, offset)
+        offset += _CHUNK.size
+        if count != min(chunk_size, n - start) or length % 4:
+            raise PixelModelsError(f"{where}: corrupted (it says {count} images and {length} bytes; expected "
+                                   f"{min(chunk_size, n - start)} images and a multiple of 4 bytes)")
+        if len(data) < offset + length:
+            raise PixelModelsError(f"{where}: truncated ({len(data) - offset} of its {length} bytes)")
+        words = data[offset:offset + length]
+        offset += length
+        if zlib.crc32(words) != crc:
+            raise PixelModelsError(f"{where}: corrupted (its data fail their CRC-32)")
+        chunks.append((where, start, count, check, words))
+    if offset != len(data):
+        raise PixelModelsError(f"stream: {len(data) - offset} unexpected bytes after the last chunk (corrupted "
+                               "or two streams joined)")
     with tqdm(total=n_chunks * h, desc="decompressing rows", disable=not progress, leave=False) as bar:
-        for k, start in enumerate(range(0, n, chunk_size)):
-            where = f"stream: chunk {k} of {n_chunks}"
-            if len(data) < offset + _CHUNK.size:
-                raise PixelModelsError(f"{where}: truncated (the stream ends at byte {len(data)}, inside the "
-                                       "chunk's header)")
-            count, length, crc, check = _CHUNK.unpack_from(data, offset)
-            offset += _CHUNK.size
-            if count != min(chunk_size, n - start) or length % 4:
-                raise PixelModelsError(f"{where}: corrupted (it says {count} images and {length} bytes; expected "
-                                       f"{min(chunk_size, n - start)} images and a multiple of 4 bytes)")
-            if len(data) < offset + length:
-                raise PixelModelsError(f"{where}: truncated ({len(data) - offset} of its {length} bytes)")
-            words = data[offset:offset + length]
-            offset += length
-            if zlib.crc32(words) != crc:
-                raise PixelModelsError(f"{where}: corrupted (its data fail their CRC-32)")
+
+        def decode_chunk(chunk) -> torch.Tensor:
+            where, start, count, check, words = chunk
             decoder = coder.stream.queue.RangeDecoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
 
-            def decode(probs, ch, i, j, decoder=decoder, where=where):
+            def decode(probs, ch, i, j):
                 try:
                     return decoder.decode(family, probs)
                 except (AssertionError, ValueError, RuntimeError) as e:  # constriction: data invalid for the model
@@ -274,10 +293,9 @@ def decompress(model, data: bytes, cond=None, *, progress: bool = False):
                 raise PixelModelsError(f"{where}: the decoded images fail their checksum: the probabilities "
                                        "differ from the encoder's (another CPU, torch or model settings); "
                                        "decode on the machine and torch that encoded it")
-            parts.append(x)
-    if offset != len(data):
-        raise PixelModelsError(f"stream: {len(data) - offset} unexpected bytes after the last chunk (corrupted "
-                               "or two streams joined)")
+            return x
+
+        parts = _in_parallel(decode_chunk, chunks, workers)
     images = torch.cat(parts) if parts else torch.zeros((0, c, h, w),
                                                         dtype=torch.int64 if model.n_codes else torch.uint8)
     return (images, labels.cpu()) if model.n_classes is not None else images
@@ -285,6 +303,13 @@ def decompress(model, data: bytes, cond=None, *, progress: bool = False):
 
 def _rows(t: torch.Tensor | None, start: int, size: int) -> torch.Tensor | None:
     return None if t is None else t[start:start + size]
+
+
+def _check_workers(workers) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise PixelModelsError(f"workers: expected a positive integer (chunks coded at the same time), found "
+                               f"{workers!r}")
+    return int(workers)
 
 
 def _check_chunk_size(chunk_size) -> int:
