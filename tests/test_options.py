@@ -121,7 +121,8 @@ def argv_for(command, model, world, flag, values):
         out = world["root"] / "new-run"
         return ["train", "--model", model or "pixelcnn", "--preset", "tiny", "--dataset", "fashion-mnist",
                 "--data-dir", str(world["data"]), "--out", str(out), "--no-progress", flag, *values]
-    return [command, str(world["run"]), flag, *values]  # default outputs land in the run directory
+    out = ["-o", str(world["root"] / "out.pmc")] if command == "compress" else []  # a flag compress needs
+    return [command, str(world["run"]), *out, flag, *values]  # default outputs land in the run directory
 
 
 @pytest.mark.parametrize("command,model,f,element,pair", FLAGS,

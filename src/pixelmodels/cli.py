@@ -16,16 +16,16 @@ from pathlib import Path
 import torch
 
 from pixelmodels import checkpoint as ckpt
-from pixelmodels.config import (CompleteSettings, DataConfig, EvaluateSettings, GenerateSettings, ScoreSettings,
-                                TrainConfig)
-from pixelmodels.errors import PixelModelsError
+from pixelmodels.config import (CompleteSettings, CompressSettings, DataConfig, EvaluateSettings, GenerateSettings,
+                                ScoreSettings, TrainConfig)
+from pixelmodels.errors import run_command
 from pixelmodels.flags import Parser, add_dataclass_flags, given
 from pixelmodels.models.registry import get_spec, list_models
 from pixelmodels.pretrained import list_pretrained
 
 # The settings dataclasses each command's flags come from (train adds the chosen model's options dataclass).
 SETTINGS = {"train": (DataConfig, TrainConfig), "evaluate": (EvaluateSettings,), "generate": (GenerateSettings,),
-            "complete": (CompleteSettings,), "score": (ScoreSettings,)}
+            "complete": (CompleteSettings,), "score": (ScoreSettings,), "compress": (CompressSettings,)}
 
 # The flags the commands that use a trained model share (train takes its own from DataConfig and TrainConfig).
 SHARED = {
@@ -34,6 +34,8 @@ SHARED = {
     "--data-dir": dict(help="where the dataset's files are (default: as in the run's config)"),
     "--split": dict(choices=["train", "test"], default="test", help="the dataset's split (default: test)"),
     "--device": dict(default="auto", help="cpu, cuda or cuda:N (default auto: CUDA when available)"),
+    "--cond": dict(type=Path, metavar="FILE.npy", help="the model's conditions: (N, *cond_shape), or one"),
+    "--overwrite": dict(action="store_true", help="replace existing outputs (--out)"),
 }
 
 
@@ -80,13 +82,9 @@ def cmd_train(argv: list[str]) -> int:
     known, _ = pre.parse_known_args(argv)
     name = known.model or (runs.read_run(known.resume).model.name if known.resume is not None else None)
     ns = train_parser(name).parse_args(argv)
-    settings = dict(options=given(ns, get_spec(name).options) if name else {}, data=given(ns, DataConfig))
-    if known.resume is not None:
-        run, out = runs.resumed_run(known.resume, given(ns, TrainConfig), model=known.model,
-                                    preset=getattr(ns, "preset", None), **settings), known.resume
-    else:
-        run = runs.new_run(name, getattr(ns, "preset", "default"), train=given(ns, TrainConfig), **settings)
-        out = ns.out or runs.default_run_dir(run)
+    options = given(ns, get_spec(name).options) if name else {}
+    run, out = runs.run_and_dir(known.model, getattr(ns, "preset", None), ns.out, known.resume,
+                                given(ns, TrainConfig), options, given(ns, DataConfig))
     trainer = runs.build_trainer(run, out, resume=known.resume is not None, overwrite=ns.overwrite,
                                  progress=False if ns.no_progress else None)
     limits = runs.stop_rule(trainer.run.train, len(trainer.train_set))
@@ -121,15 +119,12 @@ def cmd_evaluate(argv: list[str]) -> int:
 
 def cmd_generate(argv: list[str]) -> int:
     from pixelmodels.arrays_io import read_cond, write_samples
-    from pixelmodels.evaluation import sample_grid
+    from pixelmodels.evaluation import generate_samples
     from pixelmodels.runs import open_model
-    from pixelmodels.sampling import sample
 
     p = command_parser("generate", "Sample a PNG grid and an .npz (images), or an .npy of code maps (a model of "
-                       "codes).", "--device")
+                       "codes); --n samples for each condition of --cond.", "--device", "--cond")
     add_dataclass_flags(p, GenerateSettings)
-    p.add_argument("--cond", type=Path, metavar="FILE.npy", help="conditions of a model with cond_shape: "
-                   "(N, *cond_shape) or one, cond_shape; --n samples for each")
     p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/generated.png, or ./generated.png for "
                    "--pretrained); the .npz goes beside it. For code maps: the .npy path (default generated.npy)")
     ns = p.parse_args(argv)
@@ -137,15 +132,7 @@ def cmd_generate(argv: list[str]) -> int:
     model, _, home = open_model(ns.run_dir, ns.pretrained, ns.device)
     cond = read_cond(ns.cond, model)
     s.check(model, None if cond is None else len(cond))
-    if model.n_classes and s.class_label is None:  # a row per class
-        images, nrow = sample_grid(model, s.n * model.n_classes, s.seed, s.batch_size, temperature=s.temperature)
-        labels = torch.arange(model.n_classes).repeat_interleave(nrow)
-    else:  # --n for each condition, a row each
-        n, nrow = s.n * (1 if cond is None else len(cond)), None if cond is None else s.n
-        labels = None if s.class_label is None else torch.full((n,), s.class_label)
-        gen = torch.Generator(next(model.parameters()).device).manual_seed(s.seed)
-        images = sample(model, n, labels, None if cond is None else cond.repeat_interleave(s.n, dim=0),
-                        generator=gen, progress=True, batch_size=s.batch_size, temperature=s.temperature)
+    images, nrow, labels = generate_samples(model, s, cond)
     print(write_samples(ns.out or home / f"generated.{'npy' if model.n_codes else 'png'}", images, model, nrow,
                         labels))
     return 0
@@ -153,8 +140,8 @@ def cmd_generate(argv: list[str]) -> int:
 
 def cmd_complete(argv: list[str]) -> int:
     from pixelmodels.arrays_io import write_completions
+    from pixelmodels.evaluation import complete_examples
     from pixelmodels.runs import load_model_data, open_model
-    from pixelmodels.sampling import complete
 
     p = command_parser("complete", "Keep the top of dataset images and sample the rest.", "--dataset", "--data-dir",
                        "--split", "--device")
@@ -166,27 +153,34 @@ def cmd_complete(argv: list[str]) -> int:
     s = CompleteSettings(**given(ns, CompleteSettings))
     model, run_data, home = open_model(ns.run_dir, ns.pretrained, ns.device)
     dataset = load_model_data(model, run_data, ns.split, ns.dataset, ns.data_dir)
-    _, h, w = model.image_shape
-    known = (torch.arange(h * w) < s.known_pixels(model.image_shape, len(dataset))).view(h, w)
-    x = torch.as_tensor(dataset.images[: s.n])
-    y = dataset.labels[: s.n] if model.n_classes else None
-    cond = dataset.cond[: s.n] if model.cond_shape is not None else None
-    gen = torch.Generator(next(model.parameters()).device).manual_seed(s.seed)
-    done = complete(model, x, known, y, generator=gen, progress=True, cond=cond, temperature=s.temperature)
+    x, known, done = complete_examples(model, dataset, s)
     print(write_completions(ns.out or home / f"completions.{'npz' if model.n_codes else 'png'}", x, known, done,
                             model))
     return 0
 
 
-# -- score ---------------------------------------------------------------------
+# -- score / compress / decompress ---------------------------------------------
+def model_and_inputs(ns, s, resize: bool = False):
+    """The model of a command that reads INPUT files (score, compress), and its inputs: the dataset's
+    first examples (``--dataset``, or the run's when no file is given), then the files."""
+    from pixelmodels.runs import dataset_config, load_data, open_model
+    from pixelmodels.scoring import score_inputs
+
+    run_dir, inputs = (None, ns.paths) if ns.pretrained or not ns.paths else (ns.paths[0], ns.paths[1:])
+    model, run_data, _ = open_model(run_dir, ns.pretrained, ns.device)
+    s.check(model)
+    dataset = load_data(dataset_config(run_data, ns.dataset, ns.data_dir, model), ns.split) \
+        if ns.dataset is not None or not inputs else None
+    return model, score_inputs(model, dataset, inputs, label=s.label, limit=s.limit, resize=resize)
+
+
 def cmd_score(argv: list[str]) -> int:
     from pixelmodels import scoring
-    from pixelmodels.runs import dataset_config, load_data, open_model
 
     p = command_parser(
         "score", "Bits/dim of every image of a dataset split or of image files and folders, as CSV rows "
         "(source,index,label,bits_per_dim,nll_nats); optionally a per-pixel NLL heat map per image.",
-        "--dataset", "--data-dir", "--split", "--device", inputs=True,
+        "--dataset", "--data-dir", "--split", "--device", "--overwrite", inputs=True,
         usage="pixelmodels score (RUN_DIR | --pretrained NAME) [INPUT ...] [options]")
     add_dataclass_flags(p, ScoreSettings, skip=("batch_size",))
     p.add_argument("--resize", action="store_true",
@@ -194,32 +188,54 @@ def cmd_score(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, help="CSV path (default: standard output)")
     p.add_argument("--heatmap", type=Path, metavar="DIR", help="write a per-pixel NLL heat map PNG per image here "
                    "(black: 0 bits, red, yellow, white: C * n_bits bits, a uniform guess, or more)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file or heat maps")
     add_dataclass_flags(p, ScoreSettings, only=("batch_size",))
     ns = p.parse_args(argv)
     s = ScoreSettings(**given(ns, ScoreSettings))
-    run_dir, inputs = (None, ns.paths) if ns.pretrained or not ns.paths else (ns.paths[0], ns.paths[1:])
-    model, run_data, _ = open_model(run_dir, ns.pretrained, ns.device)
-    s.check(model)
-    dataset = None
-    if ns.dataset is not None or not inputs:
-        dataset = load_data(dataset_config(run_data, ns.dataset, ns.data_dir, model), ns.split)
-    batch = scoring.score_inputs(model, dataset, inputs, label=s.label, limit=s.limit, resize=ns.resize)
+    model, batch = model_and_inputs(ns, s, ns.resize)
     names = scoring.heatmap_names(batch) if ns.heatmap else []
     scoring.refuse_replacing(([ns.out] if ns.out else []) + [ns.heatmap / name for name in names], ns.overwrite)
     result = scoring.score(model, batch.images, batch.labels if model.n_classes else None, cond=batch.cond,
                            batch_size=s.batch_size, per_pixel=ns.heatmap is not None, progress=True)
-    table = scoring.scores_csv(batch, result)
-    if ns.out is None:
-        sys.stdout.write(table)
-    else:
-        ckpt.atomic_write(ns.out, table.encode())
-    if ns.heatmap:
-        scoring.write_heatmaps(ns.heatmap, names, result.pixel_nll, model)
-    n = len(batch.sources)
-    wrote = ([str(ns.out)] if ns.out else []) + ([f"{n} heat maps in {ns.heatmap}"] if ns.heatmap else [])
-    print(f"scored {n} images: mean bits/dim {result.bits_per_dim.double().mean().item() if n else float('nan'):.4f}"
-          + (f"; wrote {', '.join(wrote)}" if wrote else ""), file=sys.stdout if ns.out else sys.stderr)
+    print(scoring.write_scores(batch, result, model, ns.out, ns.heatmap, names),
+          file=sys.stdout if ns.out else sys.stderr)
+    return 0
+
+
+def cmd_compress(argv: list[str]) -> int:
+    from pixelmodels.compression_files import compress_to_file
+
+    p = command_parser("compress", "Compress the examples of a dataset (an arrays file: --dataset arrays --data-dir "
+                       "FILE), then image files, losslessly with a model into one stream; prints its bits/dim, the "
+                       "model's NLL and images/s.", "--dataset", "--data-dir", "--split", "--device", "--overwrite",
+                       inputs=True, usage="pixelmodels compress (RUN_DIR | --pretrained NAME) [INPUT ...] -o OUT.pmc")
+    add_dataclass_flags(p, CompressSettings)
+    p.add_argument("-o", "--out", type=Path, required=True, help="the stream to write (.pmc)")
+    ns = p.parse_args(argv)
+    s = CompressSettings(**given(ns, CompressSettings))
+    model, batch = model_and_inputs(ns, s)
+    print(compress_to_file(model, batch.images, batch.labels, batch.cond, ns.out, chunk_size=s.chunk_size,
+                           workers=s.workers, overwrite=ns.overwrite))
+    return 0
+
+
+def cmd_decompress(argv: list[str]) -> int:
+    from pixelmodels.arrays_io import read_cond
+    from pixelmodels.compression_files import decompress_to_file
+    from pixelmodels.runs import load_model_data, open_model
+
+    p = command_parser("decompress", "Decode a stream of compress with its model into PNG files in a folder, or an "
+                       ".npz; a model with a condition takes it from --cond or the dataset. Prints the bits/dim, the "
+                       "model's NLL and images/s.", "--dataset", "--data-dir", "--split", "--device", "--cond",
+                       "--overwrite")
+    p.add_argument("stream", type=Path, metavar="IN.pmc", help="the stream to decode")
+    add_dataclass_flags(p, CompressSettings, only=("workers",))
+    p.add_argument("-o", "--out", type=Path, required=True, help="a folder for PNG files, or a path ending in .npz")
+    ns = p.parse_args(argv)
+    model, run_data, _ = open_model(ns.run_dir, ns.pretrained, ns.device)
+    cond = read_cond(ns.cond, model) if ns.cond or model.cond_shape is None else \
+        load_model_data(model, run_data, ns.split, ns.dataset, ns.data_dir).cond
+    print(decompress_to_file(model, ns.stream, ns.out, cond, workers=CompressSettings(
+        **given(ns, CompressSettings)).workers, overwrite=ns.overwrite))
     return 0
 
 
@@ -250,17 +266,21 @@ def cmd_pretrained(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "generate": cmd_generate, "complete": cmd_complete,
-            "score": cmd_score, "check": cmd_check, "pretrained": cmd_pretrained}
+# command -> (handler, what it does, for the usage line)
+COMMANDS = {
+    "train": (cmd_train, "train a model into a run directory"),
+    "evaluate": (cmd_evaluate, "bits/dim of a run's EMA weights on a split"),
+    "generate": (cmd_generate, "sample images from a run"),
+    "complete": (cmd_complete, "keep the top of dataset images, sample the rest"),
+    "score": (cmd_score, "bits/dim (and per-pixel NLL heat maps) of dataset images or image files"),
+    "compress": (cmd_compress, "compress images losslessly with a model into one stream (.pmc)"),
+    "decompress": (cmd_decompress, "decode a stream of compress into PNG files or an .npz"),
+    "check": (cmd_check, "check that a run's model is causal (exit code 1 on a leak)"),
+    "pretrained": (cmd_pretrained, "list the shipped models with their figures"),
+}
 USAGE = ("usage: pixelmodels {" + ",".join(COMMANDS) + "} ... [--debug]\n"
-         "  train     train a model into a run directory\n"
-         "  evaluate  bits/dim of a run's EMA weights on a split\n"
-         "  generate  sample images from a run\n"
-         "  complete  keep the top of dataset images, sample the rest\n"
-         "  score     bits/dim (and per-pixel NLL heat maps) of dataset images or image files\n"
-         "  check     check that a run's model is causal (exit code 1 on a leak)\n"
-         "  pretrained  list the shipped models with their figures\n"
-         "Run 'pixelmodels COMMAND --help' for a command's flags.")
+         + "".join(f"  {name:<10}  {about}\n" for name, (_, about) in COMMANDS.items())
+         + "Run 'pixelmodels COMMAND --help' for a command's flags.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,22 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(USAGE, file=sys.stderr if argv else sys.stdout)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    try:
-        return COMMANDS[argv[0]](argv[1:])
-    except PixelModelsError as e:
-        if debug:
-            raise
-        print(f"pixelmodels {argv[0]}: error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 2)
-    except OSError as e:  # a plain write (grid, .npz, logs) that failed: disk full, read-only, ...
-        if debug:
-            raise
-        print(f"pixelmodels {argv[0]}: error: {e.filename or ''}: could not write or read ({e.strerror or e})",
-              file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(f"pixelmodels {argv[0]}", COMMANDS[argv[0]][0], argv[1:], debug)
 
 
 if __name__ == "__main__":

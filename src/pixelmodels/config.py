@@ -309,3 +309,22 @@ class ScoreSettings(Settings):
     def check(self, model) -> None:
         """These settings against the model that scores: ``--label`` one of its classes."""
         check_class("--label", self.label, model)
+
+
+@dataclass
+class CompressSettings(Settings):
+    """``pixelmodels compress``'s numeric flags (``decompress`` takes ``--workers``)."""
+
+    limit: int | None = setting(None, "compress the first N images only: of the dataset, then of the image "
+                                "files (each folder's in sorted order)", ge=1, le=MAX_COUNT)
+    label: int | None = setting(None, "class label for a conditional model, 0..K-1 of its K classes: all image "
+                                "files (and the dataset, instead of its labels); stored in the stream",
+                                le=MAX_CLASSES - 1)
+    chunk_size: int = setting(256, "images coded together (one batch of the model); larger is faster, a prior "
+                              "over many codes may want fewer", ge=1, le=MAX_BATCH)
+    workers: int | None = setting(None, "chunks coded at the same time, a thread each (default: torch's "
+                                  "thread count); the stream does not depend on it", ge=1, le=1024)
+
+    def check(self, model) -> None:
+        """These settings against the model: ``--label`` one of its classes."""
+        check_class("--label", self.label, model)

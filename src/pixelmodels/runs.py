@@ -130,6 +130,16 @@ def resumed_run(run_dir: str | Path, train: dict, *, model: str | None = None, p
     return dataclasses.replace(stored, train=dataclasses.replace(stored.train, **train))
 
 
+def run_and_dir(model: str | None, preset: str | None, out: str | Path | None, resume: str | Path | None,
+                train: dict, options: dict, data: dict) -> tuple[RunConfig, Path]:
+    """``pixelmodels train``'s run and its directory: the run in ``resume`` with ``train`` changed (see
+    :func:`resumed_run`), or a new one (:func:`new_run`) in ``out`` (default: :func:`default_run_dir`)."""
+    if resume is not None:
+        return resumed_run(resume, train, model=model, preset=preset, options=options, data=data), Path(resume)
+    run = new_run(model, preset or "default", options, data, train)
+    return run, Path(out) if out is not None else default_run_dir(run)
+
+
 def setup_process(train: TrainConfig) -> tuple[World, torch.device]:
     """Process-wide state of a training run: its device, torchrun's process group (joined once), the
     checks that need both, deterministic algorithms when asked, and the seed of initialization and dropout."""

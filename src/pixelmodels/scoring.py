@@ -13,6 +13,7 @@ import csv
 import io
 import math
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,9 +247,9 @@ def score_inputs(model, dataset=None, paths=(), *, label: int | None = None, lim
         parts.append(dataset_inputs(model, dataset, limit))
         limit = None if limit is None else limit - len(parts[0].sources)
     if paths and (model.n_codes is not None or model.cond_shape is not None):
-        raise PixelModelsError(f"INPUT: image files cannot be scored by a model of "
+        raise PixelModelsError(f"INPUT: image files cannot be read by a model of "
                                f"{'codes' if model.n_codes else 'images with a condition'}; found {paths[0]}; "
-                               "score a dataset (--dataset arrays --data-dir DIR)")
+                               "give a dataset (--dataset arrays --data-dir DIR)")
     if paths and model.n_classes and label is None:
         raise PixelModelsError(f"--label: the model is conditional on {model.n_classes} classes and image "
                                "files have no labels; give --label K")
@@ -329,3 +330,20 @@ def scores_csv(inputs: Inputs, scores: Scores) -> str:
         writer.writerow([source, "" if index is None else index, "" if label < 0 else label,
                          f"{bpd:.6f}", f"{nll:.4f}"])
     return text.getvalue()
+
+
+def write_scores(inputs: Inputs, scores: Scores, model, out: Path | None = None, heatmap: Path | None = None,
+                 names: list[str] = ()) -> str:
+    """Write what ``pixelmodels score`` writes: the CSV rows to ``out`` (atomically; standard output when
+    None) and, with ``heatmap``, a heat map per image named ``names`` there. Returns the summary line."""
+    table = scores_csv(inputs, scores)
+    if out is None:
+        sys.stdout.write(table)
+    else:
+        atomic_write(out, table.encode())
+    if heatmap:
+        write_heatmaps(heatmap, names, scores.pixel_nll, model)
+    n = len(inputs.sources)
+    wrote = ([str(out)] if out else []) + ([f"{n} heat maps in {heatmap}"] if heatmap else [])
+    mean = scores.bits_per_dim.double().mean().item() if n else float("nan")
+    return f"scored {n} images: mean bits/dim {mean:.4f}" + (f"; wrote {', '.join(wrote)}" if wrote else "")
