@@ -32,7 +32,7 @@ demo: setup data
 	$(VENV)/bin/pixelmodels generate $(DEMO) --n 4 --out $(DEMO)/samples.png
 
 test: setup data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 clean:
 	rm -rf $(VENV) runs

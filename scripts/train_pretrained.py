@@ -4,10 +4,12 @@ Each entry of ``RECIPES`` is the exact ``pixelmodels train`` command of a shippe
 of steps (``--max-steps``), so its weights do not depend on the machine's speed. The script trains into
 ``runs/pretrained-NAME`` (in one go, or resumed from there with ``--resume-run``), exports the EMA weights to
 ``src/pixelmodels/pretrained/NAME/`` and writes ``metadata.json`` beside them: the command, steps, images
-seen, CPU thread-minutes (training wall time x torch threads), parameters, test bits/dim of the EMA and of
+seen, CPU thread-minutes (the CPU time, user and system, of the training process: what it used, whatever
+else ran beside it), parameters, test bits/dim of the EMA and of
 the raw weights on the whole test split, the first 200 test images' bits/dim (``tests/test_pretrained.py``
 checks it to 1e-4), the cached sampling time of 16 images and the machine. The README's table and
-``pixelmodels pretrained`` read that file.
+``pixelmodels pretrained`` read that file. A grid of samples, one row per class, goes to
+``docs/pretrained/NAME.png``.
 
     OMP_NUM_THREADS=1 scripts/train_pretrained.sh fashion-mnist
     scripts/train_pretrained.sh fashion-mnist --export-only      # measure and export runs/pretrained-NAME as it is
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shlex
 import subprocess
 import sys
@@ -38,6 +41,25 @@ RECIPES = {
         3000),
 }
 
+# The zoo: every family on Fashion-MNIST (8 bits, class-conditional) under one budget of at least 30 CPU
+# thread-minutes, trained one torch thread each. Size and schedule come from scripts/pretrained_trials.py
+# (the small presets beat wider or deeper ones at equal thread-minutes in every family; exponential decay
+# beat cosine for the gated PixelCNN). The steps give each family 30 thread-minutes at its measured
+# speed (benchmarks/train.py --threads 1 --batch-size 32), plus 5%; the learning rate decays from 2e-3
+# to a quarter of it at the last step.
+ZOO = {  # family -> (preset and options, steps)
+    "pixelcnn": ("--preset small", 4750),
+    "gated-pixelcnn": ("--preset small", 3050),
+}
+for family, (options, steps) in ZOO.items():
+    RECIPES[f"fashion-mnist-{family}"] = (
+        f"{family} ({options.replace('--preset ', '')} preset), conditional on the 10 Fashion-MNIST classes, 8-bit "
+        "28x28 grayscale; one of the zoo, each family trained for 30 CPU thread-minutes",
+        "fashion-mnist",
+        f"--model {family} {options} --dataset fashion-mnist --conditional --batch-size 32 --epochs 100 "
+        f"--eval-every 100 --eval-limit 1000 --lr 2e-3 --lr-decay {0.25 ** (1 / steps):.7f} --ema 0.995 --seed 0 "
+        "--n-samples 0",
+        steps)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,6 +68,7 @@ def main() -> None:
     p.add_argument("--run", type=Path, help="run directory (default runs/pretrained-NAME)")
     p.add_argument("--dest", type=Path, help="export folder (default src/pixelmodels/pretrained/NAME)")
     p.add_argument("--export-only", action="store_true", help="do not train: export and measure the run")
+    p.add_argument("--grid", type=Path, help="the sample grid's path (default docs/pretrained/NAME.png)")
     args = p.parse_args()
     description, dataset, flags, steps = RECIPES[args.name]
     steps = args.steps or steps
@@ -53,22 +76,30 @@ def main() -> None:
     dest = args.dest or ROOT / "src" / "pixelmodels" / "pretrained" / args.name
     shown_run = run.relative_to(ROOT) if run.is_relative_to(ROOT) else run
     command = f"pixelmodels train {flags} --max-steps {steps} --out {shown_run}"
-    threads = torch.get_num_threads()
-    seconds = None
+    cpu_seconds = None
     if not args.export_only:
-        start = time.perf_counter()
+        before = cpu_of_children()
         subprocess.run([sys.executable, "-m", "pixelmodels", "train", *shlex.split(flags), "--max-steps", str(steps),
                         "--out", str(run), "--overwrite", "--no-progress"], check=True, cwd=ROOT)
-        seconds = time.perf_counter() - start
-    print(json.dumps(export(args.name, description, dataset, command, run, dest, seconds, threads), indent=2))
+        cpu_seconds = cpu_of_children() - before
+    grid = args.grid or ROOT / "docs" / "pretrained" / f"{args.name}.png"
+    print(json.dumps(export(args.name, description, dataset, command, run, dest, cpu_seconds, grid), indent=2))
+
+
+def cpu_of_children() -> float:
+    """CPU seconds (user + system) used by this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def export(name: str, description: str, dataset: str, command: str, run: Path, dest: Path,
-           seconds: float | None, threads: int) -> dict:
-    """Export the run's EMA weights to ``dest`` and write its metadata.json there; the metadata."""
+           cpu_seconds: float | None, grid: Path) -> dict:
+    """Export the run's EMA weights to ``dest``, write its metadata.json there and its sample grid (one row
+    per class) to ``grid``; the metadata."""
     import pixelmodels
     from pixelmodels import checkpoint as ckpt
-    from pixelmodels.evaluation import describe_machine
+    from pixelmodels.evaluation import describe_machine, sample_grid
+    from pixelmodels.imageio import save_grid
 
     state = torch.load(run / ckpt.STATE, weights_only=True)
     config = json.loads((run / ckpt.CONFIG).read_text())
@@ -80,6 +111,8 @@ def export(name: str, description: str, dataset: str, command: str, run: Path, d
     start = time.perf_counter()
     pixelmodels.sample(model, 16, labels, generator=torch.Generator().manual_seed(0))
     sampling = time.perf_counter() - start
+    images, nrow = sample_grid(model, 8 * (model.n_classes or 1), seed=0)
+    save_grid(images, grid, model.n_bits, nrow)
     pixelmodels.save_pretrained(model, dest)
     meta = {
         "name": name,
@@ -88,7 +121,7 @@ def export(name: str, description: str, dataset: str, command: str, run: Path, d
         "train_command": command,
         "steps": state["step"],
         "images_seen": state["step"] * config["train"]["batch_size"],
-        "thread_minutes": None if seconds is None else round(seconds * threads / 60, 1),
+        "thread_minutes": None if cpu_seconds is None else round(cpu_seconds / 60, 1),
         "parameters": model.n_parameters(),
         "test_bits_per_dim": round(pixelmodels.evaluate(model, test, 500), 4),
         "raw_test_bits_per_dim": round(pixelmodels.evaluate(raw, test, 500), 4),

@@ -82,6 +82,13 @@ def test_every_shipped_model_scores_its_first_200_test_images_as_its_metadata_sa
     assert bpd == pytest.approx(info["first_200_test_bits_per_dim"], abs=1e-4)
 
 
+def test_all_shipped_models_together_stay_under_25_mb():
+    from pixelmodels.pretrained import ROOT
+
+    total = sum(p.stat().st_size for name in pixelmodels.list_pretrained() for p in (ROOT / name).rglob("*"))
+    assert 0 < total <= 25 * 10**6, f"the shipped models take {total / 1e6:.1f} MB"
+
+
 def test_the_readme_table_of_shipped_models_is_generated_from_their_metadata():
     from pixelmodels.pretrained import pretrained_table
 

@@ -138,7 +138,8 @@ def _probabilities(log_probs: torch.Tensor) -> np.ndarray:
     """Log-probabilities (n, V) -> float64 probabilities (n, V), computed the same way on both sides; a row
     with nothing finite to code with (NaN, or all zeros) becomes uniform."""
     p = np.exp(log_probs.detach().to("cpu", torch.float64).numpy())
-    p = np.nan_to_num(p, nan=0.0, posinf=0.0)
+    if not np.isfinite(p).all():
+        p = np.nan_to_num(p, nan=0.0, posinf=0.0)
     bad = ~(p.sum(axis=1) > 0)
     if bad.any():
         p[bad] = 1.0
