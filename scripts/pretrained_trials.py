@@ -81,10 +81,10 @@ def main() -> None:
         result = json.loads(run.with_suffix(".json").read_text()) if proc.returncode == 0 else {}
         rows.append((name, TRIALS[name][1], result.get("params"), result.get("bpd"), time.perf_counter() - t0))
         print(f"{name}: {result}, wall {time.perf_counter() - t0:.0f} s", flush=True)
-    print("\n| trial | steps | parameters | test bits/dim (first 1,000, EMA) | wall incl. evaluation, s |")
+    print("\n| trial | steps | images | parameters | test bits/dim (first 1,000, EMA) |")
     print("| --- | --- | --- | --- | --- |")
-    for name, steps, params, bpd, wall in rows:
-        print(f"| {name} | {steps} | {params} | {bpd if bpd is None else f'{bpd:.4f}'} | {wall:.0f} |")
+    for name, steps, params, bpd, _ in rows:
+        print(f"| {name} | {steps} | {32 * steps:,} | {params or 0:,} | {bpd if bpd is None else f'{bpd:.4f}'} |")
 
 
 if __name__ == "__main__":
