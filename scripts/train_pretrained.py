@@ -43,18 +43,23 @@ RECIPES = {
 
 # The zoo: every family on Fashion-MNIST (8 bits, class-conditional) under one budget of at least 30 CPU
 # thread-minutes, trained one torch thread each. Size and schedule come from scripts/pretrained_trials.py
-# (the small presets beat wider or deeper ones at equal thread-minutes in every family; exponential decay
-# beat cosine for the gated PixelCNN). The steps give each family 30 thread-minutes at its measured
+# (at equal thread-minutes the small preset beat a wider or deeper one for PixelCNN, Gated PixelCNN and
+# PixelCNN++, a narrower one beat it for PixelSNAIL and both PixelRNNs; exponential decay beat cosine for the
+# Gated PixelCNN). The steps give each family 30 thread-minutes at its measured
 # speed (benchmarks/train.py --threads 1 --batch-size 32), plus 5%; the learning rate decays from 2e-3
 # to a quarter of it at the last step.
 ZOO = {  # family -> (preset and options, steps)
     "pixelcnn": ("--preset small", 4750),
     "gated-pixelcnn": ("--preset small", 3050),
+    "pixelcnnpp": ("--preset small", 1320),
+    "pixelsnail": ("--preset small --n-filters 32", 1750),
+    "row-lstm": ("--preset small --n-channels 64 --n-state 32 --n-layers 3", 3450),
+    "diagonal-bilstm": ("--preset small --n-channels 48 --n-state 24 --n-layers 3", 1570),
 }
 for family, (options, steps) in ZOO.items():
     RECIPES[f"fashion-mnist-{family}"] = (
-        f"{family} ({options.replace('--preset ', '')} preset), conditional on the 10 Fashion-MNIST classes, 8-bit "
-        "28x28 grayscale; one of the zoo, each family trained for 30 CPU thread-minutes",
+        f"{family} ({options}), conditional on the 10 Fashion-MNIST classes, 8-bit 28x28 grayscale; one of the "
+        "zoo, each family trained for 30 CPU thread-minutes",
         "fashion-mnist",
         f"--model {family} {options} --dataset fashion-mnist --conditional --batch-size 32 --epochs 100 "
         f"--eval-every 100 --eval-limit 1000 --lr 2e-3 --lr-decay {0.25 ** (1 / steps):.7f} --ema 0.995 --seed 0 "
