@@ -11,20 +11,10 @@ from PIL import Image
 import pixelmodels
 from pixelmodels.cli import main
 
-from formats import write_mnist
 from test_priors_cli import TINY, write_two_level
-from test_score import export
+from test_score import data, export  # noqa: F401 (data: a fixture)
 
 pytest.importorskip("constriction")
-
-
-@pytest.fixture
-def data(tmp_path, monkeypatch):
-    folder = tmp_path / "fmnist"
-    write_mnist(folder, "train", n=4, seed=1)
-    write_mnist(folder, "test", n=7, seed=2)
-    monkeypatch.setenv("PIXELMODELS_NO_DOWNLOAD", "1")
-    return folder
 
 
 def figures(text):

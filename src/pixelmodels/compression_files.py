@@ -11,7 +11,6 @@ run leaves nothing half written. Existing outputs are replaced only with ``overw
 
 from __future__ import annotations
 
-import io
 import math
 import shutil
 import struct
@@ -19,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from pixelmodels.arrays_io import _hwc, _npz
 from pixelmodels.checkpoint import atomic_write
 from pixelmodels.compression import MAGIC, compress, decompress
 from pixelmodels.errors import PixelModelsError
@@ -70,7 +69,8 @@ def read_stream(path: str | Path) -> bytes:
 
 def stream_count(data: bytes) -> int:
     """The number of images a stream's header announces (checked in full by ``decompress``)."""
-    return struct.unpack_from("<I", data, len(MAGIC) + 2 + 32)[0] if len(data) >= len(MAGIC) + 38 else 0
+    where = struct.calcsize("<4sH32s")  # magic, version, fingerprint: then the count (see compression._HEAD)
+    return struct.unpack_from("<I", data, where)[0] if len(data) >= where + 4 else 0
 
 
 def decompress_to_file(model, path: str | Path, out: str | Path, cond=None, *, workers: int | None = None,
@@ -101,10 +101,8 @@ def refuse_existing(out: Path, overwrite: bool) -> None:
 def write_images(out: Path, images: torch.Tensor, labels: torch.Tensor | None, model) -> None:
     """Decoded images into ``out``: an ``.npz``, or else a folder of PNG files (see the module docstring)."""
     if out.suffix == ".npz":
-        arrays = {"codes": images[:, 0].numpy()} if model.n_codes else {"images": images.numpy().transpose(0, 2, 3, 1)}
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays, **({} if labels is None else {"labels": labels.numpy()}))
-        atomic_write(out, buffer.getvalue())
+        arrays = {"codes": images[:, 0].numpy()} if model.n_codes else {"images": _hwc(images)}
+        atomic_write(out, _npz(**arrays, **({} if labels is None else {"labels": labels.numpy()})))
         return
     from PIL import Image
 
