@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 import pixelmodels
 from pixelmodels.imageio import save_grid
-from vector_quantizer import VectorQuantizer  # beside this file
+from pixelmodels.vqvae import VectorQuantizer
 
 
 class VQVAE2(nn.Module):

@@ -1,11 +1,13 @@
 """A pixelmodels prior over VQ-VAE codes, and a PixelCNN conditioned on a low-resolution image.
 
-Part 1 trains a small VQ-VAE [1] on Fashion-MNIST (28x28 -> 7x7 maps of K codes), saves the code
-maps of both splits as ``arrays`` datasets (``OUT/codes/{train,test}.npz``), trains a
-class-conditional autoregressive prior over them (Gated PixelCNN [2] or PixelSNAIL [3]), prints its
-test bits/dim beside the uniform prior's log2(K), and writes decoded prior samples (one row per
-class) and reconstructions. The VQ-VAE lives here, not in the library: to pixelmodels the codes are
-just maps of K unordered integers (``create_model(..., n_codes=K)``).
+Part 1 trains a small VQ-VAE [1] on Fashion-MNIST (28x28 -> 7x7 maps of K codes; the model is
+``pixelmodels.vqvae.VQVAE``), saves it (``OUT/vqvae/``, which ``pixelmodels.vqvae.load_vqvae`` reads) and
+the code maps of both splits as ``arrays`` datasets (``OUT/codes/{train,test}.npz``), trains a
+class-conditional autoregressive prior over them (Gated PixelCNN [2] or PixelSNAIL [3]; ``--prior-steps 0``
+stops before it), prints its test bits/dim beside the uniform prior's log2(K), and writes decoded prior
+samples (one row per class) and reconstructions. To pixelmodels the codes are just maps of K unordered
+integers (``create_model(..., n_codes=K)``); the shipped ``fashion-mnist-codes`` is this VQ-VAE and a prior
+trained on its codes with the CLI.
 
 Part 2 shows spatial conditioning: a Gated PixelCNN over 28x28 images at ``--n-bits`` intensities
 with ``cond_shape=(1, 7, 7)``, the condition being a 4x average-pooled copy of the image
@@ -16,14 +18,8 @@ test image's), and writes samples drawn from the low-resolution copies of test i
     python examples/vqvae_prior.py --quick --out /tmp/vqvae             # smoke run, about two minutes
     python examples/vqvae_prior.py --prior pixelsnail --temperature 0.9 --out runs/vqvae-snail
 
-VQ-VAE: encoder conv 4x4 stride 2 twice (28 -> 14 -> 7) and a 1x1 projection to ``--code-dim``;
-nearest code by Euclidean distance, straight-through gradient, commitment loss beta = 0.25; the
-codebook is the exponential moving average of the encoder outputs assigned to each code ([1],
-appendix A.1, decay 0.99), initialized from the first batch; a code whose average count falls
-below one is restarted at a random encoder output of the batch (as in Jukebox [4]). Decoder: conv
-3x3, transposed convs 4x4 stride 2 twice (7 -> 14 -> 28), Bernoulli logits (binary cross-entropy on
-[0, 1] intensities). NOTE: [1] adds two residual blocks to the encoder and the decoder and
-256 hidden features; this one (64) is sized for a few minutes on a CPU.
+The VQ-VAE (architecture and codebook updates in ``pixelmodels/vqvae.py``) is trained with Adam,
+binary cross-entropy on [0, 1] intensities plus the commitment loss (beta = 0.25).
 
 NOTE: on a CPU shared with other work, one thread per process (``OMP_NUM_THREADS=1``) ran these
 small convolutions 4x faster than two.
@@ -31,7 +27,6 @@ small convolutions 4x faster than two.
 [1]: van den Oord, Vinyals, Kavukcuoglu 2017, Neural Discrete Representation Learning, https://arxiv.org/abs/1711.00937
 [2]: van den Oord et al. 2016, Conditional Image Generation with PixelCNN Decoders, https://arxiv.org/abs/1606.05328
 [3]: Chen et al. 2017, PixelSNAIL: An Improved Autoregressive Generative Model, https://arxiv.org/abs/1712.09763
-[4]: Dhariwal et al. 2020, Jukebox: A Generative Model for Music, https://arxiv.org/abs/2005.00341
 """
 
 from __future__ import annotations
@@ -48,36 +43,7 @@ import torch.nn.functional as F
 
 import pixelmodels
 from pixelmodels.imageio import save_grid
-from vector_quantizer import VectorQuantizer  # beside this file
-
-
-class VQVAE(nn.Module):
-    """(B, 1, 28, 28) intensities in [0, 1] -> (B, 7, 7) codes -> (B, 1, 28, 28) Bernoulli logits."""
-
-    def __init__(self, n_codes: int = 128, dim: int = 32, hidden: int = 64):
-        super().__init__()
-        self.encoder = nn.Sequential(
-            nn.Conv2d(1, hidden, 4, 2, 1), nn.ReLU(),  # (B, h, 14, 14)
-            nn.Conv2d(hidden, hidden, 4, 2, 1), nn.ReLU(),  # (B, h, 7, 7)
-            nn.Conv2d(hidden, hidden, 3, 1, 1), nn.ReLU(), nn.Conv2d(hidden, dim, 1))  # (B, D, 7, 7)
-        self.quantizer = VectorQuantizer(n_codes, dim)
-        self.decoder = nn.Sequential(
-            nn.Conv2d(dim, hidden, 3, 1, 1), nn.ReLU(),
-            nn.ConvTranspose2d(hidden, hidden, 4, 2, 1), nn.ReLU(),  # (B, h, 14, 14)
-            nn.ConvTranspose2d(hidden, 1, 4, 2, 1))  # (B, 1, 28, 28) logits
-
-    def forward(self, x: torch.Tensor):
-        q, codes, commitment = self.quantizer(self.encoder(x))
-        return self.decoder(q), codes, commitment
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
-        return torch.cat([self.quantizer.codes(self.encoder(x[i:i + batch])) for i in range(0, len(x), batch)])
-
-    @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes (B, 7, 7) -> intensities (B, 1, 28, 28) in [0, 1]."""
-        return torch.sigmoid(self.decoder(self.quantizer.lookup(codes)))
+from pixelmodels.vqvae import VQVAE
 
 
 def fit(name: str, model: nn.Module, loss_fn, n: int, steps: int, batch: int, lr: float, g: torch.Generator):
@@ -134,12 +100,16 @@ def part1(args, data, device, g) -> None:
     for split, c, y in (("train", ctr, ytr), ("test", cte, yte)):
         np.savez(codes_dir / f"{split}.npz", x=c.cpu().numpy(), y=y.numpy(), n_codes=np.int64(args.n_codes))
     save_grid(torch.cat([xte[:10], to8(recon[:10]).cpu()]), args.out / "reconstructions.png", 8, nrow=10)
+    vqvae.save(args.out / "vqvae")
     t_enc = time.perf_counter() - start
     print(f"VQ-VAE: test reconstruction MSE {mse:.4f} (intensities in [0, 1]), codebook perplexity "
           f"{perplexity:.1f} of {args.n_codes} codes ({int((usage > 0).sum())} used on the test set)")
     print(f"codes written to {codes_dir}/{{train,test}}.npz; the prior can also be trained with the CLI:\n"
           f"  pixelmodels train --model {args.prior} --preset small --dataset arrays --data-dir {codes_dir} "
           f"--n-codes {args.n_codes} --conditional --out {args.out / 'prior-cli'}")
+    print(f"VQ-VAE saved to {args.out / 'vqvae'}; seconds: training {t_vq:.0f}, encoding + reconstructions {t_enc:.0f}")
+    if args.prior_steps == 0:
+        return
 
     prior = pixelmodels.create_model(args.prior, image_shape=(1, 7, 7), n_codes=args.n_codes, n_classes=10,
                                      preset="small").to(device)
@@ -159,8 +129,7 @@ def part1(args, data, device, g) -> None:
     codes = pixelmodels.sample(prior, 100, y=labels, generator=gen, cached=True, temperature=args.temperature)
     save_grid(to8(vqvae.decode(codes[:, 0])).cpu(), args.out / "prior_samples.png", 8, nrow=10)
     t_sample = time.perf_counter() - start
-    print(f"seconds: VQ-VAE training {t_vq:.0f}, encoding + reconstructions {t_enc:.0f}, prior training "
-          f"{t_prior:.0f}, sampling 100 code maps + decoding {t_sample:.1f}")
+    print(f"seconds: prior training {t_prior:.0f}, sampling 100 code maps + decoding {t_sample:.1f}")
     print(f"wrote {args.out / 'reconstructions.png'} (originals above reconstructions) and "
           f"{args.out / 'prior_samples.png'} (one row per class, temperature {args.temperature:g})")
 
@@ -202,7 +171,7 @@ def main() -> None:
     p.add_argument("--n-codes", type=int, default=128, help="codebook size K")
     p.add_argument("--code-dim", type=int, default=32, help="features of a code vector")
     p.add_argument("--vqvae-steps", type=int, default=1000)
-    p.add_argument("--prior-steps", type=int, default=800)
+    p.add_argument("--prior-steps", type=int, default=800, help="0: stop after the VQ-VAE and its codes")
     p.add_argument("--superres-steps", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=64, help="batch of the VQ-VAE and the prior")
     p.add_argument("--superres-batch-size", type=int, default=16)
@@ -217,7 +186,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smoke run: a few steps of everything, about two minutes")
     args = p.parse_args()
     if args.quick:
-        args.vqvae_steps, args.prior_steps, args.superres_steps, args.eval_limit = 100, 100, 20, 200
+        args.vqvae_steps, args.superres_steps, args.eval_limit = 100, 20, 200
+        args.prior_steps = min(args.prior_steps, 100)
     torch.manual_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()

@@ -66,6 +66,25 @@ for family, (options, steps) in ZOO.items():
         "--n-samples 0",
         steps)
 
+# The code prior: the VQ-VAE of examples/vqvae_prior.py (part 1: the VQ-VAE and the 7x7 maps of 128 codes of
+# both splits, no prior of its own), then a class-conditional prior over those maps trained with the CLI. The
+# VQ-VAE is shipped beside the prior (pixelmodels.vqvae), so `pixelmodels generate --pretrained
+# fashion-mnist-codes` decodes what it samples.
+CODES_RUN = "runs/pretrained-fashion-mnist-codes-vqvae"
+BEFORE = {  # name -> the script run before `pixelmodels train`, and the folder holding its VQ-VAE and codes
+    "fashion-mnist-codes": (f"examples/vqvae_prior.py --part 1 --prior-steps 0 --vqvae-steps 2000 --seed 0 "
+                            f"--out {CODES_RUN}", CODES_RUN),
+}
+RECIPES["fashion-mnist-codes"] = (
+    "Gated PixelCNN (small preset) over the 7x7 maps of 128 codes of a small VQ-VAE shipped beside it "
+    "(pixelmodels.vqvae; 28x28 Fashion-MNIST -> 7x7 codes), conditional on the 10 classes; bits/dim are per code",
+    "fashion-mnist",
+    f"--model gated-pixelcnn --preset small --dataset arrays --data-dir {CODES_RUN}/codes --n-codes 128 "
+    f"--conditional --batch-size 64 --epochs 100 --eval-every 100 --lr 2e-3 --lr-decay {0.25 ** (1 / 3000):.7f} "
+    "--ema 0.995 --seed 0 --n-samples 0",
+    3000)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=sorted(RECIPES))
@@ -81,14 +100,20 @@ def main() -> None:
     dest = args.dest or ROOT / "src" / "pixelmodels" / "pretrained" / args.name
     shown_run = run.relative_to(ROOT) if run.is_relative_to(ROOT) else run
     command = f"pixelmodels train {flags} --max-steps {steps} --out {shown_run}"
+    script, vqvae_run = BEFORE.get(args.name, (None, None))
+    if script is not None:
+        command = f"python {script} && {command}"
     cpu_seconds = None
     if not args.export_only:
         before = cpu_of_children()
+        if script is not None:
+            subprocess.run([sys.executable, *shlex.split(script)], check=True, cwd=ROOT)
         subprocess.run([sys.executable, "-m", "pixelmodels", "train", *shlex.split(flags), "--max-steps", str(steps),
                         "--out", str(run), "--overwrite", "--no-progress"], check=True, cwd=ROOT)
         cpu_seconds = cpu_of_children() - before
     grid = args.grid or ROOT / "docs" / "pretrained" / f"{args.name}.png"
-    print(json.dumps(export(args.name, description, dataset, command, run, dest, cpu_seconds, grid), indent=2))
+    vqvae = None if vqvae_run is None else ROOT / vqvae_run
+    print(json.dumps(export(args.name, description, dataset, command, run, dest, cpu_seconds, grid, vqvae), indent=2))
 
 
 def cpu_of_children() -> float:
@@ -98,27 +123,43 @@ def cpu_of_children() -> float:
 
 
 def export(name: str, description: str, dataset: str, command: str, run: Path, dest: Path,
-           cpu_seconds: float | None, grid: Path) -> dict:
+           cpu_seconds: float | None, grid: Path, vqvae_run: Path | None = None) -> dict:
     """Export the run's EMA weights to ``dest``, write its metadata.json there and its sample grid (one row
-    per class) to ``grid``; the metadata."""
+    per class) to ``grid``; the metadata. A code prior (``vqvae_run``: the folder with the VQ-VAE and the
+    codes it was trained on) is measured on the test codes, and its VQ-VAE is shipped beside it and
+    decodes the grid."""
     import pixelmodels
     from pixelmodels import checkpoint as ckpt
     from pixelmodels.evaluation import describe_machine, sample_grid
     from pixelmodels.imageio import save_grid
+    from pixelmodels.vqvae import load_vqvae
 
     state = torch.load(run / ckpt.STATE, weights_only=True)
     config = json.loads((run / ckpt.CONFIG).read_text())
     model = pixelmodels.load(run)
     raw = pixelmodels.load(run)
     raw.load_state_dict(state["model"])
-    test = pixelmodels.load_dataset(dataset, "test", n_bits=model.n_bits)
+    if vqvae_run is None:
+        test = pixelmodels.load_dataset(dataset, "test", n_bits=model.n_bits)
+    else:
+        test = pixelmodels.load_dataset("arrays", "test", vqvae_run / "codes", n_codes=model.n_codes)
     labels = torch.arange(16) % model.n_classes if model.n_classes else None
     start = time.perf_counter()
     pixelmodels.sample(model, 16, labels, generator=torch.Generator().manual_seed(0))
     sampling = time.perf_counter() - start
     images, nrow = sample_grid(model, 8 * (model.n_classes or 1), seed=0)
-    save_grid(images, grid, model.n_bits, nrow)
+    extra = {}
+    if vqvae_run is not None:
+        vqvae = load_vqvae(vqvae_run / "vqvae")
+        images = vqvae.decode_images(images)
+        originals = pixelmodels.load_dataset(dataset, "test").images
+        mse = (vqvae.decode(vqvae.encode_images(originals)) - originals.float() / 255).pow(2).mean().item()
+        extra = {"vqvae_parameters": sum(p.numel() for p in vqvae.parameters()),
+                 "vqvae_test_reconstruction_mse": round(mse, 5)}
+    save_grid(images, grid, model.n_bits or 8, nrow)
     pixelmodels.save_pretrained(model, dest)
+    if vqvae_run is not None:
+        vqvae.save(dest)
     meta = {
         "name": name,
         "description": description,
@@ -133,6 +174,7 @@ def export(name: str, description: str, dataset: str, command: str, run: Path, d
         "test_images": len(test),
         "first_200_test_bits_per_dim": round(pixelmodels.evaluate(model, test, 200, limit=200), 4),
         "sampling_seconds_16": round(sampling, 2),
+        **extra,
         "machine": describe_machine("cpu"),
     }
     ckpt.write_json(dest / "metadata.json", meta)

@@ -78,21 +78,29 @@ def _hwc(images: torch.Tensor) -> np.ndarray:
 
 
 def write_samples(path: str | Path, images: torch.Tensor, model, nrow: int | None = None,
-                  labels: torch.Tensor | None = None) -> str:
+                  labels: torch.Tensor | None = None, vqvae=None) -> str:
     """Write samples of ``model``: images as a PNG grid at ``path`` (``nrow`` per row) and an ``.npz`` beside
     it (``images`` uint8 (N, H, W, C), ``labels`` (N,) when given); code maps as an ``.npy`` at ``path``
-    (N, H, W). Returns what was written, in words."""
+    (N, H, W), and, given the ``vqvae`` that made the codes (:mod:`pixelmodels.vqvae`), the images it decodes
+    them to as a PNG grid and an ``.npz`` beside it. Returns what was written, in words."""
     path = Path(path)
-    if model.n_codes:
-        buffer = io.BytesIO()
-        np.save(buffer, images[:, 0].cpu().numpy())
-        atomic_write(path, buffer.getvalue())
-        return f"wrote {path} ({len(images)} code maps {tuple(images.shape[2:])}, values 0..{model.n_codes - 1})"
-    atomic_write(path, encode(grid_image(images, model.n_bits, nrow), path))
+    if not model.n_codes:
+        return _write_images(path, images, model.n_bits, nrow, labels)
+    buffer = io.BytesIO()
+    np.save(buffer, images[:, 0].cpu().numpy())
+    atomic_write(path, buffer.getvalue())
+    said = f"wrote {path} ({len(images)} code maps {tuple(images.shape[2:])}, values 0..{model.n_codes - 1})"
+    if vqvae is None:
+        return said
+    decoded = _write_images(path.with_suffix(".png"), vqvae.decode_images(images), 8, nrow, labels)
+    return f"{said}; decoded by the VQ-VAE: {decoded}"
+
+
+def _write_images(path: Path, images: torch.Tensor, n_bits: int, nrow: int | None, labels) -> str:
+    atomic_write(path, encode(grid_image(images, n_bits, nrow), path))
     arrays = {"images": _hwc(images)} | ({} if labels is None else {"labels": labels.cpu().numpy()})
     atomic_write(path.with_suffix(".npz"), _npz(**arrays))
-    return (f"wrote {path} and {path.with_suffix('.npz')} ({len(images)} images, "
-            f"values 0..{2**model.n_bits - 1})")
+    return f"wrote {path} and {path.with_suffix('.npz')} ({len(images)} images, values 0..{2**n_bits - 1})"
 
 
 def write_completions(path: str | Path, originals: torch.Tensor, known: torch.Tensor, completions: torch.Tensor,

@@ -120,13 +120,13 @@ def cmd_evaluate(argv: list[str]) -> int:
 def cmd_generate(argv: list[str]) -> int:
     from pixelmodels.arrays_io import read_cond, write_samples
     from pixelmodels.evaluation import generate_samples
-    from pixelmodels.runs import open_model
+    from pixelmodels.runs import open_model, vqvae_of
 
-    p = command_parser("generate", "Sample a PNG grid and an .npz (images), or an .npy of code maps (a model of "
-                       "codes); --n samples for each condition of --cond.", "--device", "--cond")
+    p = command_parser("generate", "Sample a PNG grid and an .npz (images), or an .npy of code maps (decoded too by "
+                       "a VQ-VAE beside the model); --n samples for each condition of --cond.", "--device", "--cond")
     add_dataclass_flags(p, GenerateSettings)
     p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/generated.png, or ./generated.png for "
-                   "--pretrained); the .npz goes beside it. For code maps: the .npy path (default generated.npy)")
+                   "--pretrained), the .npz beside it. Code maps: the .npy path (default generated.npy), images beside")
     ns = p.parse_args(argv)
     s = GenerateSettings(**given(ns, GenerateSettings))
     model, _, home = open_model(ns.run_dir, ns.pretrained, ns.device)
@@ -134,7 +134,7 @@ def cmd_generate(argv: list[str]) -> int:
     s.check(model, None if cond is None else len(cond))
     images, nrow, labels = generate_samples(model, s, cond)
     print(write_samples(ns.out or home / f"generated.{'npy' if model.n_codes else 'png'}", images, model, nrow,
-                        labels))
+                        labels, vqvae_of(ns.run_dir, ns.pretrained, ns.device)))
     return 0
 
 

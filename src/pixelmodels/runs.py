@@ -23,10 +23,11 @@ from pixelmodels.distributed import World
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.evaluation import check_precision, resolve_device
 from pixelmodels.models.registry import build_model, get_spec, list_models, resolve_options
-from pixelmodels.pretrained import list_pretrained, load_pretrained, pretrained_info
+from pixelmodels.pretrained import list_pretrained, load_pretrained, pretrained_info, pretrained_path
 from pixelmodels.scoring import describe_data
 from pixelmodels.settings import MAX_COUNT
 from pixelmodels.training import Trainer
+from pixelmodels.vqvae import has_vqvae, load_vqvae
 
 
 def load_data(data: DataConfig, split: str):
@@ -211,6 +212,13 @@ def open_model(run_dir: str | Path | None, pretrained: str | None, device="cpu")
     stored = read_config(Path(run_dir) / ckpt.CONFIG)
     data = RunConfig.from_dict(stored, Path(run_dir) / ckpt.CONFIG).data if "data" in stored else None
     return model, data, Path(run_dir)
+
+
+def vqvae_of(run_dir: str | Path | None, pretrained: str | None, device="cpu"):
+    """The VQ-VAE saved beside the prior in ``run_dir`` or in the shipped model ``pretrained``
+    (``vqvae.json``, as ``fashion-mnist-codes`` has), on ``device``; None when there is none."""
+    folder = Path(run_dir) if pretrained is None else pretrained_path(pretrained)
+    return load_vqvae(folder, resolve_device(str(device))) if has_vqvae(folder) else None
 
 
 def dataset_config(run_data: DataConfig | None, dataset: str | None, data_dir: str | None, model) -> DataConfig:
