@@ -29,7 +29,10 @@ from pathlib import Path
 
 import torch
 
+from learning_curve import draw as draw_curve  # beside this file
+
 ROOT = Path(__file__).resolve().parents[1]
+GOAL = 2.85  # the flagship's goal, test bits/dim, drawn on learning curves
 
 # name -> (description, dataset, the ``pixelmodels train`` flags without --max-steps and --out, steps)
 RECIPES = {
@@ -178,6 +181,10 @@ def export(name: str, description: str, dataset: str, command: str, run: Path, d
         "machine": describe_machine("cpu"),
     }
     ckpt.write_json(dest / "metadata.json", meta)
+    evaluations = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "test_bpd" in line]
+    if len(evaluations) > 2:  # a learning curve: the evaluations during training, then the whole test set
+        points = [(r["step"], r["test_bpd"]) for r in evaluations[:-1]] + [(meta["steps"], meta["test_bits_per_dim"])]
+        draw_curve(points, grid.with_name(f"{name}-curve.png"), f"{name}: test bits/dim against steps", GOAL)
     return meta
 
 
