@@ -19,6 +19,7 @@ import torch
 
 from pixelmodels import checkpoint as ckpt
 from pixelmodels.errors import PixelModelsError
+from pixelmodels.scoring import describe_data
 
 ROOT = Path(__file__).parent
 METADATA = "metadata.json"
@@ -51,7 +52,7 @@ def load_pretrained(name: str, device: str | torch.device = "cpu"):
 
 
 # The table's columns: (heading, metadata key, format); a missing or null figure shows as "-".
-TABLE = [("name", "name", "{}"), ("model", "model", "{}"), ("parameters", "parameters", "{:,}"),
+TABLE = [("name", "name", "{}"), ("model", "model", "{}"), ("data", "data", "{}"), ("parameters", "parameters", "{:,}"),
          ("steps", "steps", "{:,}"), ("images seen", "images_seen", "{:,}"),
          ("CPU thread-minutes", "thread_minutes", "{:.0f}"), ("test bits/dim (EMA)", "test_bits_per_dim", "{:.4f}"),
          ("test bits/dim (raw)", "raw_test_bits_per_dim", "{:.4f}"),
@@ -63,8 +64,8 @@ def pretrained_table() -> str:
     text, and ``pixelmodels pretrained`` prints it)."""
     lines = ["| " + " | ".join(head for head, _, _ in TABLE) + " |", "|" + " --- |" * len(TABLE)]
     for name in list_pretrained():
-        meta = {"model": json.loads((ROOT / name / ckpt.CONFIG).read_text())["model"]["name"],
-                **pretrained_info(name)}
+        config = ckpt.model_config_of(ROOT / name)
+        meta = {"model": config.name, "data": describe_data(config), **pretrained_info(name)}
         cells = [form.format(meta[key]) if meta.get(key) is not None else "-" for _, key, form in TABLE]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
