@@ -83,3 +83,18 @@ def test_generate_decodes_the_code_maps_of_a_prior_with_its_vqvae(vqvae, tmp_pat
     assert codes.shape == (3, 7, 7) and decoded["labels"].tolist() == [2, 2, 2]
     expected = vqvae.decode_images(torch.from_numpy(codes)).permute(0, 2, 3, 1).numpy()
     assert decoded["images"].shape == (3, 28, 28, 1) and np.array_equal(decoded["images"], expected)
+
+
+def test_load_vqvae_takes_a_shipped_models_name(monkeypatch, vqvae, tmp_path):
+    from pixelmodels import pretrained
+
+    folder = tmp_path / "shipped" / "codes-prior"
+    pixelmodels.save_pretrained(pixelmodels.create_model("pixelcnn", image_shape=(1, 7, 7), n_codes=16,
+                                                         preset="tiny"), folder)
+    vqvae.save(folder)
+    monkeypatch.setattr(pretrained, "ROOT", folder.parent)
+    monkeypatch.chdir(tmp_path)  # no folder named codes-prior here: the name is a shipped model's
+    loaded = pixelmodels.load_vqvae("codes-prior")
+    assert torch.equal(loaded.quantizer.embed, vqvae.quantizer.embed)
+    with pytest.raises(pixelmodels.PixelModelsError, match="no-such: expected a VQ-VAE"):
+        pixelmodels.load_vqvae("no-such")

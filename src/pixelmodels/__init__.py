@@ -12,8 +12,8 @@ True
 >>> data = pixelmodels.compress(model, images)            # lossless, about the images' NLL in bits
 >>> bool((pixelmodels.decompress(model, data) == images).all())
 True
->>> pixelmodels.list_pretrained()                          # shipped trained models: load_pretrained(name)
-['fashion-mnist']
+>>> pixelmodels.list_pretrained()[:2]                      # shipped trained models: load_pretrained(name)
+['fashion-mnist', 'fashion-mnist-codes']
 """
 
 from pixelmodels.causality import CausalityReport, check_causality
@@ -28,10 +28,11 @@ from pixelmodels.pretrained import list_pretrained, load_pretrained, pretrained_
 from pixelmodels.runs import train
 from pixelmodels.sampling import complete, sample
 from pixelmodels.scoring import Scores, score
+from pixelmodels.vqvae import load_vqvae
 
 __all__ = [
     "CausalityReport", "DataConfig", "DatasetError", "ModelConfig", "PixelModelsError", "RunConfig", "Scores",
     "TrainConfig", "check_causality", "complete", "compress", "create_model", "decompress", "evaluate",
-    "list_datasets", "list_models", "list_pretrained", "load", "load_dataset", "load_pretrained", "pretrained_info",
-    "sample", "save_pretrained", "score", "train",
+    "list_datasets", "list_models", "list_pretrained", "load", "load_dataset", "load_pretrained", "load_vqvae",
+    "pretrained_info", "sample", "save_pretrained", "score", "train",
 ]

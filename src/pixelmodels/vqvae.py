@@ -14,7 +14,7 @@ straight-through gradient; a code whose average count falls below one is restart
 output (as in Jukebox, Dhariwal et al. 2020). NOTE: the paper adds two residual blocks to the encoder and
 the decoder and uses 256 hidden features; this one (64) is sized for minutes of CPU training.
 
->>> vqvae = load_vqvae(pretrained_path("fashion-mnist-codes"))     # doctest: +SKIP
+>>> vqvae = load_vqvae("fashion-mnist-codes")  # the VQ-VAE shipped beside that prior; or a folder
 >>> codes = vqvae.encode_images(images)       # uint8 (B, 1, 28, 28) -> int64 (B, 7, 7)
 >>> vqvae.decode_images(codes)                # -> uint8 (B, 1, 28, 28)
 """
@@ -159,7 +159,12 @@ def has_vqvae(folder: str | Path) -> bool:
 
 
 def load_vqvae(folder: str | Path, device: str | torch.device = "cpu") -> VQVAE:
-    """The VQ-VAE saved in ``folder`` by :meth:`VQVAE.save`, in eval mode."""
+    """The VQ-VAE saved in ``folder`` by :meth:`VQVAE.save`, or shipped beside the pretrained model of that
+    name (``load_vqvae("fashion-mnist-codes")``), in eval mode."""
+    from pixelmodels.pretrained import list_pretrained, pretrained_path
+
+    if not Path(folder).is_dir() and str(folder) in list_pretrained():
+        folder = pretrained_path(str(folder))
     path = Path(folder) / CONFIG
     if not path.is_file():
         raise PixelModelsError(f"{folder}: expected a VQ-VAE ({CONFIG} and {WEIGHTS}), found no {CONFIG}")
