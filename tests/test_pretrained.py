@@ -109,3 +109,17 @@ def test_the_pretrained_command_lists_the_shipped_models(capsys):
     assert main(["pretrained"]) == 0
     out = capsys.readouterr().out
     assert out == pretrained_table() and all(f"| {name} |" in out for name in pixelmodels.list_pretrained())
+
+
+def test_the_shipped_code_prior_generates_decoded_images(tmp_path, capsys):
+    assert pixelmodels.pretrained_info("fashion-mnist-codes")["vqvae_test_reconstruction_mse"] < 0.01
+    out = tmp_path / "dresses.npy"
+    assert main(["generate", "--pretrained", "fashion-mnist-codes", "--class", "3", "--n", "4", "--out",
+                 str(out)]) == 0
+    assert "decoded by the VQ-VAE" in capsys.readouterr().out
+    codes, decoded = np.load(out), np.load(out.with_suffix(".npz"))
+    assert codes.shape == (4, 7, 7) and codes.max() < 128 and decoded["labels"].tolist() == [3] * 4
+    vqvae = pixelmodels.load_vqvae("fashion-mnist-codes")
+    expected = vqvae.decode_images(torch.from_numpy(codes)).permute(0, 2, 3, 1).numpy()
+    assert decoded["images"].shape == (4, 28, 28, 1) and np.array_equal(decoded["images"], expected)
+    assert Image.open(out.with_suffix(".png")).size[0] >= 4 * 28
