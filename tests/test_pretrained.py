@@ -123,3 +123,17 @@ def test_the_shipped_code_prior_generates_decoded_images(tmp_path, capsys):
     expected = vqvae.decode_images(torch.from_numpy(codes)).permute(0, 2, 3, 1).numpy()
     assert decoded["images"].shape == (4, 28, 28, 1) and np.array_equal(decoded["images"], expected)
     assert Image.open(out.with_suffix(".png")).size[0] >= 4 * 28
+
+
+def test_every_shipped_file_is_package_data():
+    import fnmatch
+    import tomllib
+
+    from pixelmodels.pretrained import ROOT
+
+    pyproject = tomllib.loads((README.parent / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["pixelmodels.pretrained"]
+    shipped = [p.relative_to(ROOT).as_posix() for name in pixelmodels.list_pretrained() for p in (ROOT / name).iterdir()]
+    assert any(s.endswith("vqvae.safetensors") for s in shipped)
+    missing = [s for s in shipped if not any(fnmatch.fnmatch(s, pat) for pat in patterns)]
+    assert not missing, f"not in pyproject's package-data, so not in a wheel: {missing}"
