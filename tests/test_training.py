@@ -206,3 +206,16 @@ def test_the_schedules_the_trainer_runs(tmp_path):
                                   0.1 * 0.5 * (1 + math.cos(3 * math.pi / 4))], abs=1e-12)  # 0 at step 6
     with pytest.raises(PixelModelsError, match="--lr-schedule cosine: the learning rate decays to 0 at --decay-steps"):
         tiny_trainer(tmp_path / "x", lr_schedule="cosine", epochs=1)
+
+
+def test_eval_every_steps_evaluates_within_an_epoch_and_the_last_step_is_saved(tmp_path):
+    # 64 images at batch 16: an epoch is 4 steps, so without --eval-every-steps steps 2 and 6 would not
+    # be evaluated; step 6 is both the last and an evaluation step, and it must still be checkpointed.
+    trainer = tiny_trainer(tmp_path, max_steps=6, eval_every=100, eval_every_steps=2)
+    last = trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "test_bpd" in r] == [2, 4, 6]
+    assert last["step"] == 6
+    assert torch.load(tmp_path / "training_state.pt", weights_only=True)["step"] == 6
+    resumed = tiny_trainer(tmp_path, resume=True)
+    assert resumed.step == 6

@@ -147,6 +147,8 @@ class TrainConfig(Settings):
                                         "(evaluation not counted)", gt=0, le=MAX_MINUTES, noun="minutes")
     eval_every: int = setting(1, "evaluate test bits/dim and write a sample grid every this many epochs",
                               ge=1, le=MAX_COUNT)
+    eval_every_steps: int | None = setting(None, "also evaluate test bits/dim (and write a sample grid) every "
+                                           "this many steps: a learning curve within an epoch", ge=1, le=MAX_COUNT)
     eval_batch_size: int = setting(64, "images per evaluation batch", ge=1, le=MAX_BATCH)
     eval_limit: int | None = setting(None, "evaluate on the first N test images only", ge=1, le=MAX_COUNT)
     n_samples: int = setting(16, "images in each sample grid (per class, rounded up, for a conditional model; "

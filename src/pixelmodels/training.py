@@ -303,6 +303,8 @@ class Trainer:
                     tick = now
                 if stepped and t.checkpoint_every_steps and self.step % t.checkpoint_every_steps == 0:
                     self.save()
+                if stepped and t.eval_every_steps and self.step % t.eval_every_steps == 0:
+                    record = self.evaluate_and_sample()
                 self._stop_if_signalled()
                 if done():
                     break
@@ -314,5 +316,5 @@ class Trainer:
                 self.save()
         if record is None or record["step"] != self.step:
             record = self.evaluate_and_sample()
-            self.save()
+        self.save()
         return record
