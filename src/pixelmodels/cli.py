@@ -91,8 +91,8 @@ def cmd_train(argv: list[str]) -> int:
     if limits is not None and trainer.world.main:
         print(limits, file=sys.stderr)
     record = trainer.fit(command=["pixelmodels", "train", *argv])
-    print(f"run directory: {out}")
-    print(f"test bits/dim (EMA weights): {record['test_bpd']:.4f} after {record['step']} steps")
+    if trainer.world.main:  # one report under torchrun, not one per process
+        print(f"run directory: {out}\ntest bits/dim (EMA weights): {record['test_bpd']:.4f} after {record['step']} steps")
     return 0
 
 
