@@ -1,7 +1,7 @@
 """Lossless compression with pixelmodels against PNG, WebP and JPEG-XL, on the same images in one run.
 
     python benchmarks/compression.py                                        # the shipped model, whole test set
-    python benchmarks/compression.py --pretrained fashion-mnist --run runs/demo --run runs/vqvae/prior
+    python benchmarks/compression.py --pretrained fashion-mnist-gated-small-v1 --run runs/demo --run runs/vqvae/prior
     python benchmarks/compression.py --limit 200 --no-whole                 # a quick look
 
 For every model (``--pretrained NAME``, ``--run RUN_DIR``; a prior over codes reads its run's arrays
