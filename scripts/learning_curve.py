@@ -1,8 +1,9 @@
 """Draw a run's learning curve, test bits/dim against steps, as a PNG (Pillow; no plotting library).
 
 The points are the run's ``metrics.jsonl`` records with a ``test_bpd`` (the trainer writes one at every
-evaluation, ``--eval-every`` epochs or ``--eval-every-steps`` steps, on ``--eval-limit`` test images); ``--final STEP BPD`` adds a last
-point measured elsewhere (on the whole test set, as ``scripts/train_pretrained.py`` does).
+evaluation, ``--eval-every`` epochs or ``--eval-every-steps`` steps, on ``--eval-limit`` test images);
+``--final STEP BPD`` adds a last point measured elsewhere (on the whole test set, as
+``scripts/train_pretrained.py`` does).
 
     .venv/bin/python scripts/learning_curve.py runs/pretrained-fashion-mnist/metrics.jsonl docs/pretrained/curve.png
 """

@@ -57,8 +57,8 @@ RECIPES["fashion-mnist"] = (
     "trained on both CPU cores under torchrun",
     "fashion-mnist",
     "--model pixelcnnpp --preset small --dataset fashion-mnist --conditional --batch-size 64 --epochs 100 "
-    f"--eval-every 100 --eval-every-steps 300 --eval-limit 1000 --lr 2e-3 --lr-decay {0.25 ** (1 / FLAGSHIP_STEPS):.7f} "
-    "--ema 0.995 --seed 0 --n-samples 0",
+    "--eval-every 100 --eval-every-steps 300 --eval-limit 1000 --lr 2e-3 "
+    f"--lr-decay {0.25 ** (1 / FLAGSHIP_STEPS):.7f} --ema 0.995 --seed 0 --n-samples 0",
     FLAGSHIP_STEPS)
 PROCESSES = {"fashion-mnist": 2}  # name -> data-parallel processes under torchrun (one torch thread each)
 
@@ -135,8 +135,9 @@ def main() -> None:
             subprocess.run([sys.executable, *shlex.split(script)], check=True, cwd=ROOT)
         launcher = ["-m", "torch.distributed.run", *torchrun] if torchrun else []
         env = {**os.environ, "OMP_NUM_THREADS": "1"} if torchrun else None
-        subprocess.run([sys.executable, *launcher, "-m", "pixelmodels", "train", *shlex.split(flags), "--max-steps", str(steps),
-                        "--out", str(run), "--overwrite", "--no-progress"], check=True, cwd=ROOT, env=env)
+        subprocess.run([sys.executable, *launcher, "-m", "pixelmodels", "train", *shlex.split(flags),
+                        "--max-steps", str(steps), "--out", str(run), "--overwrite", "--no-progress"],
+                       check=True, cwd=ROOT, env=env)
         cpu_seconds = cpu_of_children() - before
     grid = args.grid or ROOT / "docs" / "pretrained" / f"{args.name}.png"
     vqvae = None if vqvae_run is None else ROOT / vqvae_run
