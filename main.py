@@ -30,7 +30,7 @@ from pixelmodels.data import DATASET_INFO, ImageDataset
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.imageio import make_grid, save_grid
 from pixelmodels.evaluation import evaluate, sample_grid
-from pixelmodels.runs import build_trainer
+from pixelmodels.app.runs import build_trainer
 from pixelmodels.training import Trainer
 
 DATASETS = ["mnist", "cifar10", "colored-mnist"]

@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import pixelmodels  # noqa: E402
-from pixelmodels.evaluation import describe_machine  # noqa: E402
-from pixelmodels.runs import load_model_data, open_model  # noqa: E402
+from pixelmodels.devices import describe_machine
+from pixelmodels.app.runs import load_model_data, open_model  # noqa: E402
 
 
 def codecs():

@@ -240,9 +240,9 @@ def make_trainer(ctx: Context, family: str, preset: str, shape, precision: str, 
     """A Trainer built as ``runs.build_trainer`` builds one, on in-memory random data."""
     from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from pixelmodels.distributed import World
-    from pixelmodels.evaluation import check_precision
+    from pixelmodels.devices import check_precision
     from pixelmodels.models.registry import build_model
-    from pixelmodels.runs import on_device, resolve_model_config, resolve_train_config
+    from pixelmodels.app.runs import on_device, resolve_model_config, resolve_train_config
     from pixelmodels.training import Trainer
 
     check_precision(precision, ctx.device)
@@ -670,7 +670,7 @@ def main(argv=None) -> int:
         with contextlib.suppress(Exception):  # no file descriptor behind sys.stderr (a test's capture)
             faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 PID: where a hung check is
     from pixelmodels import list_models
-    from pixelmodels.evaluation import resolve_device
+    from pixelmodels.devices import resolve_device
 
     device = resolve_device(a.device)
     cuda = device.type == "cuda"

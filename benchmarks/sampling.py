@@ -51,7 +51,7 @@ from torch.utils._pytree import tree_leaves
 
 from pixelmodels import complete, create_model, list_models, sample
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.evaluation import describe_machine
+from pixelmodels.devices import describe_machine
 from pixelmodels.models.registry import parse_model_spec
 
 aten = torch.ops.aten

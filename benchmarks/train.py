@@ -57,7 +57,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.evaluation import describe_machine
+from pixelmodels.devices import describe_machine
 from pixelmodels.models.registry import parse_model_spec
 
 MODELS = ("pixelcnn", "gated-pixelcnn", "pixelcnnpp", "pixelsnail", "row-lstm", "diagonal-bilstm")

@@ -158,7 +158,8 @@ def export(name: str, description: str, dataset: str, command: str, run: Path, d
     decodes the grid."""
     import pixelmodels
     from pixelmodels import checkpoint as ckpt
-    from pixelmodels.evaluation import describe_machine, sample_grid
+    from pixelmodels.devices import describe_machine
+    from pixelmodels.evaluation import sample_grid
     from pixelmodels.imageio import save_grid
     from pixelmodels.vqvae import load_vqvae
 

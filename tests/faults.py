@@ -90,7 +90,7 @@ def kill_mid_save(patch, save: int) -> None:
 
 
 if __name__ == "__main__":
-    from pixelmodels.cli import main
+    from pixelmodels.app.cli import main
 
     install(sys.argv[1])
     sys.exit(main(sys.argv[2:]))

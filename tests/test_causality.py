@@ -10,7 +10,7 @@ import torch
 import pixelmodels
 from pixelmodels import check_causality, create_model, list_models
 from pixelmodels.causality import MODES, PROBES
-from pixelmodels.cli import main
+from pixelmodels.app.cli import main
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.nn import channel_groups
 
@@ -228,7 +228,7 @@ def test_the_check_command_passes_a_trained_run_and_fails_a_leaking_one(run, cap
     assert main(["check", str(run), "--positions", "5"]) == 0
     assert "(5 of 36 positions x 2 probes" in capsys.readouterr().out
 
-    from pixelmodels import runs
+    from pixelmodels.app import runs
 
     opened = runs.open_model
 

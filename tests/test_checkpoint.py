@@ -15,7 +15,7 @@ import torch
 
 import pixelmodels
 from pixelmodels import checkpoint as ckpt
-from pixelmodels.cli import main
+from pixelmodels.app.cli import main
 from pixelmodels.data import load_dataset
 from pixelmodels.errors import DatasetError, PixelModelsError
 
@@ -226,9 +226,10 @@ def test_atomic_write_other_failures_are_named(tmp_path, monkeypatch):
     def no_permission(*args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr(ckpt.tempfile, "mkstemp", no_permission)
+    monkeypatch.setattr(ckpt.os, "open", no_permission)  # creating the temporary file
     with pytest.raises(PixelModelsError, match=rf"{P(path)}: could not write \(Permission denied\)"):
         ckpt.atomic_write(path, b"x")
+    monkeypatch.undo()
     assert list(tmp_path.iterdir()) == []
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import pixelmodels
-from pixelmodels.cli import main
+from pixelmodels.app.cli import main
 from pixelmodels.config import RunConfig
 
 from formats import write_mnist

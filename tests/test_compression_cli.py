@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 import pixelmodels
-from pixelmodels.cli import main
+from pixelmodels.app.cli import main
+from pixelmodels.app.inputs import read_inputs
 
 from test_priors_cli import TINY, write_two_level
 from test_score import data, export  # noqa: F401 (data: a fixture)
@@ -45,7 +46,7 @@ def test_a_dataset_round_trips_through_a_png_folder_and_an_npz(tmp_path, data, c
     assert sorted(p.name for p in folder.iterdir()) == [f"{k:06d}.png" for k in range(5)] + ["labels.csv"]
     assert (folder / "labels.csv").read_text().splitlines()[1:] == [f"{k:06d}.png,{v}" for k, v in enumerate(y.tolist())]
     # the PNG files read back (as score and compress read files) to the same images
-    again = pixelmodels.scoring.read_inputs([folder], model.image_shape, n_bits)
+    again = read_inputs([folder], model.image_shape, n_bits)
     assert again.images.equal(x)
 
     assert main(["decompress", str(model_dir), str(stream), "-o", str(npz)]) == 0

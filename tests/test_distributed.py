@@ -1,6 +1,7 @@
 """Data-parallel training under torchrun (gloo on the CPU) against one process, and mixed precision."""
 
 import json
+import warnings
 import math
 import os
 import subprocess
@@ -10,9 +11,9 @@ import pytest
 import torch
 
 import pixelmodels
-from pixelmodels.cli import main
+from pixelmodels.app.cli import main
 from pixelmodels.config import TrainConfig
-from pixelmodels.evaluation import autocast, check_precision
+from pixelmodels.devices import autocast, check_precision
 from pixelmodels.errors import PixelModelsError
 
 from formats import write_mnist
@@ -146,11 +147,11 @@ def test_compiled_training_writes_checkpoints_that_load_without_compile(tmp_path
 
 
 def test_precision_auto_is_the_default_and_config_records_what_was_chosen(tmp_path, data, monkeypatch, capsys):
-    from pixelmodels import evaluation
+    from pixelmodels import devices
 
     assert TrainConfig().precision == "auto"
     for native, chosen in [(False, "fp32"), (True, "bf16")]:
-        monkeypatch.setattr(evaluation, "native_bf16", lambda device, ok=native: (ok, "told so by the test"))
+        monkeypatch.setattr(devices, "native_bf16", lambda device, ok=native: (ok, "told so by the test"))
         out = tmp_path / chosen
         assert main(["train", "--model", "pixelcnn", "--preset", "tiny", "--dataset", "fashion-mnist",
                      "--data-dir", str(data), "--batch-size", "4", "--max-steps", "1", "--eval-limit", "4",
@@ -159,25 +160,26 @@ def test_precision_auto_is_the_default_and_config_records_what_was_chosen(tmp_pa
     assert "warning" not in capsys.readouterr().err
 
 
-def test_explicit_bf16_without_native_support_warns_once(monkeypatch, capsys):
-    from pixelmodels import evaluation
+def test_explicit_bf16_without_native_support_warns(monkeypatch, capsys):
+    from pixelmodels import devices
 
-    monkeypatch.setattr(evaluation, "native_bf16", lambda device: (False, "this CPU has no AMX"))
-    monkeypatch.setattr(evaluation, "_warned", set())
-    assert evaluation.resolve_precision("bf16", torch.device("cpu")) == "bf16"
-    assert evaluation.resolve_precision("bf16", torch.device("cpu")) == "bf16"
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--precision bf16: this CPU has no AMX" in err[0] and "--precision auto" in err[0]
-    assert evaluation.resolve_precision("fp32", torch.device("cpu")) == "fp32"
-    monkeypatch.setattr(evaluation, "native_bf16", lambda device: (True, "AMX"))
-    assert evaluation.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(devices, "native_bf16", lambda device: (False, "this CPU has no AMX"))
+    with pytest.warns(UserWarning) as caught:
+        assert devices.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    message = str(caught[0].message)
+    assert len(caught) == 1 and "--precision bf16: this CPU has no AMX" in message and "--precision auto" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert devices.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(devices, "native_bf16", lambda device: (True, "AMX"))
+    assert devices.resolve_precision("auto", torch.device("cpu")) == "bf16"
     assert not capsys.readouterr().err
 
 
 def test_native_bf16_on_the_cpu_follows_the_amx_flags(monkeypatch):
-    from pixelmodels import evaluation
+    from pixelmodels import devices
 
-    monkeypatch.setattr(evaluation, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16", "amx_tile"}))
-    assert evaluation.native_bf16(torch.device("cpu"))[0]
-    monkeypatch.setattr(evaluation, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
-    assert not evaluation.native_bf16(torch.device("cpu"))[0]
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16", "amx_tile"}))
+    assert devices.native_bf16(torch.device("cpu"))[0]
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert not devices.native_bf16(torch.device("cpu"))[0]

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import pixelmodels
-from pixelmodels.cli import main
+from pixelmodels.app.cli import main
 from pixelmodels.errors import PixelModelsError
 
 from formats import write_mnist

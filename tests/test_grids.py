@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 import pixelmodels
-from pixelmodels.arrays_io import read_cond
-from pixelmodels.cli import main
+from pixelmodels.app.inputs import read_cond
+from pixelmodels.app.cli import main
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.imageio import display_scale, make_grid, save_grid
 

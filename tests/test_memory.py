@@ -29,7 +29,7 @@ if sys.argv[1] == "trainer":
     import pixelmodels
     from pixelmodels.config import DataConfig, RunConfig, TrainConfig
     from pixelmodels.data import ImageDataset
-    from pixelmodels.runs import resolve_train_config
+    from pixelmodels.app.runs import resolve_train_config
     from pixelmodels.training import Trainer
     model = pixelmodels.create_model("gated-pixelcnn", image_shape=(1, 8, 8), n_bits=2, preset="tiny")
     data = ImageDataset(torch.randint(0, 4, (16, 1, 8, 8), dtype=torch.uint8), torch.full((16,), -1), n_bits=2)

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pixelmodels
-from pixelmodels import cli, flags
-from pixelmodels.cli import main, train_parser
+from pixelmodels.app import cli, flags
+from pixelmodels.app.cli import main, train_parser
 from pixelmodels.config import RunConfig, TrainConfig, field_types, flag_name
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.models.registry import create_model, get_spec, list_models

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import pixelmodels
-from pixelmodels.cli import main
+from pixelmodels.app.cli import main
 from pixelmodels.pretrained import METADATA, pretrained_path
 from pixelmodels.vqvae import has_vqvae, load_vqvae
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pixelmodels import list_models, load
-from pixelmodels.cli import main
+from pixelmodels.app.cli import main
 
 TINY = ["--preset", "tiny", "--batch-size", "4", "--n-samples", "0", "--no-progress", "--max-steps", "2",
         "--eval-limit", "4"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pixelmodels.cli import main
+from pixelmodels.app.cli import main
 
 import faults
 from formats import write_mnist
@@ -159,7 +159,7 @@ def test_non_finite_losses_are_skipped_and_counted(tmp_path, data, monkeypatch):
 
 def test_a_skipped_step_changes_no_weight(tmp_path, data, monkeypatch):
     from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from pixelmodels.runs import build_trainer as Trainer
+    from pixelmodels.app.runs import build_trainer as Trainer
 
     monkeypatch.setenv("PIXELMODELS_NO_DOWNLOAD", "1")
     run = RunConfig(ModelConfig("gated-pixelcnn", (1, 1, 1), preset="tiny"),

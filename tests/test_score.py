@@ -11,8 +11,8 @@ from PIL import Image
 
 import pixelmodels
 import pixelmodels.pretrained
-from pixelmodels import scoring
-from pixelmodels.cli import main
+from pixelmodels.app import reports
+from pixelmodels.app.cli import main
 from pixelmodels.data.folder import load_image
 
 from formats import write_mnist
@@ -78,9 +78,9 @@ def test_library_score_refuses_what_the_model_does_not_take(images, message):
 
 
 def test_heat_colors_ramp():
-    ramp = scoring.heat_colors(np.array([-1.0, 0.0, 1 / 3, 2 / 3, 1.0, 5.0]))
+    ramp = reports.heat_colors(np.array([-1.0, 0.0, 1 / 3, 2 / 3, 1.0, 5.0]))
     assert ramp.tolist() == [[0, 0, 0], [0, 0, 0], [255, 0, 0], [255, 255, 0], [255, 255, 255], [255, 255, 255]]
-    assert scoring.heat_colors(np.array([1 / 6]))[0].tolist() == [128, 0, 0]
+    assert reports.heat_colors(np.array([1 / 6]))[0].tolist() == [128, 0, 0]
 
 
 def test_score_dataset_csv_and_heatmaps(tmp_path, data, capsys):
@@ -108,7 +108,7 @@ def test_score_dataset_csv_and_heatmaps(tmp_path, data, capsys):
     for i in range(5):
         image = Image.open(maps / files[i])
         assert image.size == (56, 56) and image.mode == "RGB"  # 28 x 28 pixels enlarged twice, for viewing
-        expected = scoring.heatmap(per_pixel[i].numpy(), max_bits=8)
+        expected = reports.heatmap(per_pixel[i].numpy(), max_bits=8)
         for dy, dx in [(0, 0), (1, 1)]:
             assert np.abs(np.asarray(image)[dy::2, dx::2].astype(int) - expected).max() <= 1
 

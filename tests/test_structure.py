@@ -85,6 +85,36 @@ def test_no_import_circle():
     assert "pixelmodels.models.registry" in graph["pixelmodels.models.pixelcnn"]  # each family registers itself
 
 
+APP = "pixelmodels.app"  # the application layer; every other module of the package is the core
+FACES = ("pixelmodels", "pixelmodels.__main__")  # the public API and ``python -m``: they hand on both layers
+
+
+def layering_violations(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(core module, application module) for every import that runs from the core up into the application."""
+    def is_app(name):
+        return name == APP or name.startswith(APP + ".")
+
+    return sorted((name, target) for name, targets in graph.items() if not is_app(name) and name not in FACES
+                  for target in targets if is_app(target))
+
+
+def test_the_core_never_imports_the_application_layer():
+    modules = package_modules()
+    assert APP in modules and "pixelmodels.app.cli" in modules and "pixelmodels.training" in modules
+    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    assert layering_violations(graph) == []
+
+
+def test_the_layering_check_can_fail(tmp_path):
+    modules = {"pixelmodels.sampling": tmp_path / "s.py", "pixelmodels.app": tmp_path / "app.py",
+               "pixelmodels.app.commands": tmp_path / "c.py"}
+    (tmp_path / "s.py").write_text("def f():\n    from pixelmodels.app.commands import GenerateSettings\n")
+    (tmp_path / "app.py").write_text("")
+    (tmp_path / "c.py").write_text("from pixelmodels import sampling\n")
+    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    assert layering_violations(graph) == [("pixelmodels.sampling", "pixelmodels.app.commands")]
+
+
 def test_the_import_circle_check_can_fail(tmp_path):
     modules = {"pixelmodels.a": tmp_path / "a.py", "pixelmodels.b": tmp_path / "b.py", "pixelmodels.c": tmp_path / "c.py"}
     (tmp_path / "a.py").write_text("def f():\n    from pixelmodels.b import g\n")

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import pixelmodels
-from pixelmodels.evaluation import evaluate, resolve_device
-from pixelmodels.runs import resolve_train_config
+from pixelmodels.evaluation import evaluate
+from pixelmodels.devices import resolve_device
+from pixelmodels.app.runs import resolve_train_config
 from pixelmodels.training import EMA, Trainer, lr_factor
 from pixelmodels.config import DataConfig, RunConfig, TrainConfig
 from pixelmodels.data import ImageDataset
@@ -158,7 +159,7 @@ def test_the_ema_update_count_is_saved_and_an_old_state_without_it_assumes_one_p
 
 
 def test_metrics_are_strict_json_with_null_for_a_non_finite_loss(tmp_path, monkeypatch):
-    from pixelmodels.cli import main
+    from pixelmodels.app.cli import main
 
     write_mnist(tmp_path / "data", "train", n=24, seed=1)
     write_mnist(tmp_path / "data", "test", n=4, seed=2)

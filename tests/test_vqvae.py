@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pixelmodels
-from pixelmodels.cli import main
+from pixelmodels.app.cli import main
 from pixelmodels.vqvae import VQVAE, has_vqvae, load_vqvae
 
 

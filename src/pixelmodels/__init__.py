@@ -25,7 +25,7 @@ from pixelmodels.errors import DatasetError, PixelModelsError
 from pixelmodels.evaluation import evaluate
 from pixelmodels.models import create_model, list_models
 from pixelmodels.pretrained import list_pretrained, load_pretrained, pretrained_info
-from pixelmodels.runs import train
+from pixelmodels.app.runs import train
 from pixelmodels.sampling import complete, sample
 from pixelmodels.scoring import Scores, score
 from pixelmodels.vqvae import load_vqvae

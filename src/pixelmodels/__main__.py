@@ -2,6 +2,6 @@
 
 import sys
 
-from pixelmodels.cli import main
+from pixelmodels.app.cli import main
 
 sys.exit(main())

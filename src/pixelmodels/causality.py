@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.evaluation import resolve_device
+from pixelmodels.devices import resolve_device
 from pixelmodels.models.base import AutoregressiveModel
 
 PROBES = ("gradient", "perturbation")

@@ -21,7 +21,7 @@ import errno
 import io
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,9 +33,6 @@ from safetensors.torch import save as st_save
 from pixelmodels.config import ModelConfig, SettingError, from_dict, read_config
 from pixelmodels.errors import PixelModelsError, one_line
 from pixelmodels.models.registry import build_model, resolve_options
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -56,8 +53,10 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     tmp, replaced = None, False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result gets a normal file's mode
+        name = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        # mode 0666 less the process's umask, applied by the kernel: a normal file's mode (mkstemp's is 0600)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        tmp = name
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from pixelmodels.config import GenerateSettings
+from pixelmodels.config import SamplingOptions
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.settings import check_field
 
@@ -49,7 +49,7 @@ def _output(model, x: torch.Tensor) -> torch.Tensor:
 
 def _check_temperature(temperature) -> float:
     """The flag's own declaration checks the library argument (one range for both)."""
-    return check_field(GenerateSettings, "temperature", temperature)
+    return check_field(SamplingOptions, "temperature", temperature)
 
 
 @torch.no_grad()

@@ -28,7 +28,8 @@ from pixelmodels.config import RunConfig, TrainConfig
 from pixelmodels.settings import MAX_COUNT
 from pixelmodels.distributed import World, all_reduce_sum, shard
 from pixelmodels.errors import PixelModelsError, TrainingInterrupted
-from pixelmodels.evaluation import autocast, evaluate, resolve_precision, sample_grid
+from pixelmodels.devices import autocast, resolve_precision
+from pixelmodels.evaluation import evaluate, sample_grid
 from pixelmodels.imageio import make_grid, save_grid
 from pixelmodels.likelihoods import bits_per_dim
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from pixelmodels import checkpoint as ckpt
 from pixelmodels.config import read_config
+from pixelmodels.pretrained import list_pretrained, pretrained_path
 from pixelmodels.errors import PixelModelsError
 
 CONFIG = "vqvae.json"
@@ -161,8 +162,6 @@ def has_vqvae(folder: str | Path) -> bool:
 def load_vqvae(folder: str | Path, device: str | torch.device = "cpu") -> VQVAE:
     """The VQ-VAE saved in ``folder`` by :meth:`VQVAE.save`, or shipped beside the pretrained model of that
     name (``load_vqvae("fashion-mnist-codes")``), in eval mode."""
-    from pixelmodels.pretrained import list_pretrained, pretrained_path
-
     if not Path(folder).is_dir() and str(folder) in list_pretrained():
         folder = pretrained_path(str(folder))
     path = Path(folder) / CONFIG

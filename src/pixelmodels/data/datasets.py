@@ -315,3 +315,20 @@ def _load_arrays(root: Path | None, split: str, n_bits: int | None, n_codes, ima
                            f"found {'a file' if root.exists() else 'nothing'}")
     arrays = read_arrays(root, split, n_bits, n_codes, cond_codes)
     return ImageDataset.from_arrays(arrays, "arrays", split)
+
+
+def describe(shape) -> str:
+    """(C, H, W) -> '(1, 28, 28) (grayscale 28x28)', for error messages."""
+    c, h, w = shape
+    kind = {1: "grayscale", 3: "RGB"}.get(c, f"{c}-channel")
+    return f"{tuple(shape)} ({kind} {h}x{w})"
+
+
+def describe_data(data) -> str:
+    """What a dataset (or a model) holds, in words: '8-bit images (1, 28, 28)' or 'maps of 512 codes (1, 7, 7)',
+    and its condition's shape."""
+    what = f"maps of {data.n_codes} codes" if data.n_codes else f"{data.n_bits}-bit images"
+    cond = f" with cond {tuple(data.cond_shape)}" if data.cond_shape is not None else ""
+    if getattr(data, "cond_codes", None) is not None:
+        cond = f" with a map of {data.cond_codes} codes {tuple(data.cond_shape)} as cond"
+    return f"{what} {tuple(data.image_shape)}{cond}"

@@ -11,8 +11,8 @@ distribution parameters at every position; ``model.log_prob`` and
 model's one ``Conditioning`` component made (None when unconditional).
 
 A family's cached sampler (``models/<family>_cache.py``) subclasses ``SamplingCache``
-and names the model class it serves (``class PixelCNNCache(SamplingCache, model=PixelCNN)``),
-which sets that class's ``cache_class``; ``model.sampling_cache(n, y)`` builds one for a
+and is declared the sampler of its model class by ``register_cache(PixelCNN, PixelCNNCache)``
+at the end of its file (that class's ``cache_class``); ``model.sampling_cache(n, y)`` builds one for a
 sampling run. ``ModelOptions`` holds the options every family has: the likelihood head and
 weight normalization.
 """
@@ -64,11 +64,6 @@ class SamplingCache:
     completion keeps (the whole pixel known) it calls ``step`` once, so the cache sees it.
     """
 
-    def __init_subclass__(cls, model: type[AutoregressiveModel] | None = None, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if model is not None:
-            model.cache_class = cls
-
     def __init__(self, model: AutoregressiveModel, n: int, c: Condition | None):
         self.model, self.n = model, n
 
@@ -85,7 +80,8 @@ class AutoregressiveModel(nn.Module):
         channel_masked: True when the network masks channels within a pixel, so
             sampling needs one network pass per sub-pixel rather than per pixel.
         receptive_rows: a bound on the rows above that reach a row, or None.
-        cache_class: the family's ``SamplingCache``, set where that cache is declared.
+        cache_class: the family's ``SamplingCache``, set by :func:`register_cache` (None: the reference
+            sampling path only).
         conditioning: the one component that turns labels into every layer's bias.
     """
 
@@ -260,3 +256,11 @@ class AutoregressiveModel(nn.Module):
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def register_cache(model: type[AutoregressiveModel], cache: type[SamplingCache]) -> None:
+    """Declare ``cache`` the cached sampler of ``model`` (``model.cache_class``): called at the end of the
+    cache's file, as ``register_model`` is at the end of the model's."""
+    if not (isinstance(cache, type) and issubclass(cache, SamplingCache)):
+        raise PixelModelsError(f"register_cache: expected a SamplingCache subclass, found {cache!r}")
+    model.cache_class = cache

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pixelmodels.models.base import SamplingCache
+from pixelmodels.models.base import SamplingCache, register_cache
 from pixelmodels.models.gated_pixelcnn import GatedLayer, GatedPixelCNN, gate
 from pixelmodels.nn.conditioning import Condition
 from pixelmodels.nn.incremental import (OutputStack, PaddedBuffer, PreviousPixel, channels_last, conv_at_flat,
@@ -63,7 +63,7 @@ class _LayerCache:
         return h + h_new if self.residual else h_new
 
 
-class GatedPixelCNNCache(SamplingCache, model=GatedPixelCNN):
+class GatedPixelCNNCache(SamplingCache):
     """Fast exact generation for ``GatedPixelCNN``; see the module docstring for the schedule."""
 
     def __init__(self, model: GatedPixelCNN, n: int, c: Condition | None):
@@ -91,3 +91,6 @@ class GatedPixelCNNCache(SamplingCache, model=GatedPixelCNN):
         for layer in self.layers:
             h = layer.horizontal_at(h, i, j)
         return self.output(h)  # (n, C*K)
+
+
+register_cache(GatedPixelCNN, GatedPixelCNNCache)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pixelmodels.models.base import SamplingCache
+from pixelmodels.models.base import SamplingCache, register_cache
 from pixelmodels.models.pixelcnn import PixelCNN
 from pixelmodels.nn import MaskedConv2d
 from pixelmodels.nn.conditioning import Condition
@@ -43,7 +43,7 @@ class _MaskedAt:
         return conv_at_flat(self.buffer.window(i, j, *self.kernel), self.flat, self.bias)
 
 
-class PixelCNNCache(SamplingCache, model=PixelCNN):
+class PixelCNNCache(SamplingCache):
     """Fast exact generation for ``PixelCNN``; see the module docstring for the schedule."""
 
     def __init__(self, model: PixelCNN, n: int, c: Condition | None):
@@ -65,3 +65,6 @@ class PixelCNNCache(SamplingCache, model=PixelCNN):
             t = conv(F.relu(t), i, j) + bias.at(i, j)
             h = h + F.linear(F.relu(t), *expand)
         return self.output(h)  # (n, C*K)
+
+
+register_cache(PixelCNN, PixelCNNCache)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pixelmodels.models.base import SamplingCache
+from pixelmodels.models.base import SamplingCache, register_cache
 from pixelmodels.models.pixelcnnpp import PixelCNNPP
 from pixelmodels.nn.conditioning import Condition
 from pixelmodels.nn.gated_resnet import GatedResNetRow, GatedResNetStep
@@ -56,7 +56,7 @@ from pixelmodels.nn.incremental import (
 )
 
 
-class PixelCNNPPCache(SamplingCache, model=PixelCNNPP):
+class PixelCNNPPCache(SamplingCache):
     """Activations of a ``PixelCNNPP`` for n images; ``step(x, i, j)`` -> params (n, P) at (i, j)."""
 
     def __init__(self, model: PixelCNNPP, n: int, c: Condition | None):
@@ -180,3 +180,6 @@ class PixelCNNPPCache(SamplingCache, model=PixelCNNPP):
             if level > 0:
                 self.ul_dn[level][:, :, r, c] = ul
         return ul
+
+
+register_cache(PixelCNNPP, PixelCNNPPCache)

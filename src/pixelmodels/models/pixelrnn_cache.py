@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pixelmodels.models.base import SamplingCache
+from pixelmodels.models.base import SamplingCache, register_cache
 from pixelmodels.models.pixelrnn import DiagonalBiLSTM, PixelRNN, RowLSTM, lstm_step
 from pixelmodels.nn import MaskedConv2d
 from pixelmodels.nn.conditioning import Condition
@@ -83,7 +83,7 @@ class _PixelRNNCache(SamplingCache):
         return self.output(h)  # (n, P)
 
 
-class RowLSTMCache(_PixelRNNCache, model=RowLSTM):
+class RowLSTMCache(_PixelRNNCache):
     """Cached sampling of ``row-lstm``; see the module docstring for the schedule."""
 
     def __init__(self, model: RowLSTM, n: int, c: Condition | None):
@@ -116,7 +116,7 @@ class RowLSTMCache(_PixelRNNCache, model=RowLSTM):
         return h
 
 
-class DiagonalBiLSTMCache(_PixelRNNCache, model=DiagonalBiLSTM):
+class DiagonalBiLSTMCache(_PixelRNNCache):
     """Cached sampling of ``diagonal-bilstm``; see the module docstring for the schedule."""
 
     def __init__(self, model: DiagonalBiLSTM, n: int, c: Condition | None):
@@ -157,3 +157,7 @@ class DiagonalBiLSTMCache(_PixelRNNCache, model=DiagonalBiLSTM):
         h, c = lstm_step((gates[:, : 4 * ns] + s2s).view(self.n, 4, ns), self.c[k, j], 1)
         self.h[k, j + 1], self.c[k, j + 1] = h, c
         return h + self.reverse[k, j]
+
+
+register_cache(RowLSTM, RowLSTMCache)
+register_cache(DiagonalBiLSTM, DiagonalBiLSTMCache)

@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.models.base import SamplingCache
+from pixelmodels.models.base import SamplingCache, register_cache
 from pixelmodels.models.pixelsnail import PixelSNAIL
 from pixelmodels.nn.conditioning import Condition, FrozenBias
 from pixelmodels.nn.gated_resnet import GatedResNetStep
@@ -144,7 +144,7 @@ class _Block:
         return self.out.at(i, j, ul, attended)
 
 
-class PixelSNAILCache(SamplingCache, model=PixelSNAIL):
+class PixelSNAILCache(SamplingCache):
     """The cached sampler's state for ``n`` images of a ``PixelSNAIL`` (see the module docstring).
 
     ``step`` must be called once per position, in raster order.
@@ -190,3 +190,6 @@ class PixelSNAILCache(SamplingCache, model=PixelSNAIL):
         for block in self.blocks:
             ul = block.at(ul, t, background)
         return F.linear(F.elu(ul), *self.out)  # (n, head.n_params)
+
+
+register_cache(PixelSNAIL, PixelSNAILCache)

@@ -2,7 +2,7 @@
 
 Each family registers itself in its own file (``register_model`` at the end of
 ``models/<family>.py``), as timm's models do; its cached sampler names the model
-class it serves (``class PixelCNNCache(SamplingCache, model=PixelCNN)``).
+class it serves (``register_cache(PixelCNN, PixelCNNCache)`` at the end of the cache's file).
 ``pixelmodels.models`` imports every family, so the registry is complete once the
 package is imported. ``create_model`` resolves a preset and the user's overrides
 into the family's options dataclass; ``list_models`` feeds the CLI's choices and

@@ -19,7 +19,7 @@ import torch
 
 from pixelmodels import checkpoint as ckpt
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.scoring import describe_data
+from pixelmodels.data.datasets import describe_data
 
 ROOT = Path(__file__).parent
 METADATA = "metadata.json"

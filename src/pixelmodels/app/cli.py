@@ -13,13 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 
 from pixelmodels import checkpoint as ckpt
-from pixelmodels.config import (CompleteSettings, CompressSettings, DataConfig, EvaluateSettings, GenerateSettings,
-                                ScoreSettings, TrainConfig)
+from pixelmodels.app.commands import CompleteSettings, CompressSettings, EvaluateSettings, GenerateSettings, ScoreSettings
+from pixelmodels.config import DataConfig, TrainConfig
 from pixelmodels.errors import run_command
-from pixelmodels.flags import Parser, add_dataclass_flags, given
+from pixelmodels.app.flags import Parser, add_dataclass_flags, given
 from pixelmodels.models.registry import get_spec, list_models
 from pixelmodels.pretrained import list_pretrained
 
@@ -74,7 +73,7 @@ def train_parser(model: str | None) -> argparse.ArgumentParser:
 
 
 def cmd_train(argv: list[str]) -> int:
-    from pixelmodels import runs
+    from pixelmodels.app import runs
 
     pre = Parser(add_help=False)
     pre.add_argument("--model")
@@ -99,7 +98,7 @@ def cmd_train(argv: list[str]) -> int:
 # -- evaluate / generate / complete --------------------------------------------
 def cmd_evaluate(argv: list[str]) -> int:
     from pixelmodels.evaluation import evaluate
-    from pixelmodels.runs import load_model_data, open_model
+    from pixelmodels.app.runs import load_model_data, open_model
 
     p = command_parser("evaluate", "Bits/dim of a run's EMA weights.", "--dataset", "--split", "--data-dir",
                        "--device")
@@ -118,9 +117,10 @@ def cmd_evaluate(argv: list[str]) -> int:
 
 
 def cmd_generate(argv: list[str]) -> int:
-    from pixelmodels.arrays_io import read_cond, write_samples
-    from pixelmodels.evaluation import generate_samples
-    from pixelmodels.runs import open_model, vqvae_of
+    from pixelmodels.app.inputs import read_cond
+    from pixelmodels.app.outputs import write_samples
+    from pixelmodels.app.samples import generate_samples
+    from pixelmodels.app.runs import open_model, vqvae_of
 
     p = command_parser("generate", "Sample a PNG grid and an .npz (images), or an .npy of code maps (decoded too by "
                        "a VQ-VAE beside the model); --n samples for each condition of --cond.", "--device", "--cond")
@@ -139,9 +139,9 @@ def cmd_generate(argv: list[str]) -> int:
 
 
 def cmd_complete(argv: list[str]) -> int:
-    from pixelmodels.arrays_io import write_completions
-    from pixelmodels.evaluation import complete_examples
-    from pixelmodels.runs import load_model_data, open_model
+    from pixelmodels.app.outputs import write_completions
+    from pixelmodels.app.samples import complete_examples
+    from pixelmodels.app.runs import load_model_data, open_model
 
     p = command_parser("complete", "Keep the top of dataset images and sample the rest.", "--dataset", "--data-dir",
                        "--split", "--device")
@@ -163,8 +163,8 @@ def cmd_complete(argv: list[str]) -> int:
 def model_and_inputs(ns, s, resize: bool = False):
     """The model of a command that reads INPUT files (score, compress), and its inputs: the dataset's
     first examples (``--dataset``, or the run's when no file is given), then the files."""
-    from pixelmodels.runs import dataset_config, load_data, open_model
-    from pixelmodels.scoring import score_inputs
+    from pixelmodels.app.runs import dataset_config, load_data, open_model
+    from pixelmodels.app.inputs import score_inputs
 
     run_dir, inputs = (None, ns.paths) if ns.pretrained or not ns.paths else (ns.paths[0], ns.paths[1:])
     model, run_data, _ = open_model(run_dir, ns.pretrained, ns.device)
@@ -175,7 +175,8 @@ def model_and_inputs(ns, s, resize: bool = False):
 
 
 def cmd_score(argv: list[str]) -> int:
-    from pixelmodels import scoring
+    from pixelmodels.app import reports
+    from pixelmodels.scoring import score
 
     p = command_parser(
         "score", "Bits/dim of every image of a dataset split or of image files and folders, as CSV rows "
@@ -192,17 +193,17 @@ def cmd_score(argv: list[str]) -> int:
     ns = p.parse_args(argv)
     s = ScoreSettings(**given(ns, ScoreSettings))
     model, batch = model_and_inputs(ns, s, ns.resize)
-    names = scoring.heatmap_names(batch) if ns.heatmap else []
-    scoring.refuse_replacing(([ns.out] if ns.out else []) + [ns.heatmap / name for name in names], ns.overwrite)
-    result = scoring.score(model, batch.images, batch.labels if model.n_classes else None, cond=batch.cond,
+    names = reports.heatmap_names(batch) if ns.heatmap else []
+    reports.refuse_replacing(([ns.out] if ns.out else []) + [ns.heatmap / name for name in names], ns.overwrite)
+    result = score(model, batch.images, batch.labels if model.n_classes else None, cond=batch.cond,
                            batch_size=s.batch_size, per_pixel=ns.heatmap is not None, progress=True)
-    print(scoring.write_scores(batch, result, model, ns.out, ns.heatmap, names),
+    print(reports.write_scores(batch, result, model, ns.out, ns.heatmap, names),
           file=sys.stdout if ns.out else sys.stderr)
     return 0
 
 
 def cmd_compress(argv: list[str]) -> int:
-    from pixelmodels.compression_files import compress_to_file
+    from pixelmodels.app.compression_files import compress_to_file
 
     p = command_parser("compress", "Compress the examples of a dataset (an arrays file: --dataset arrays --data-dir "
                        "FILE), then image files, losslessly with a model into one stream; prints its bits/dim, the "
@@ -219,9 +220,9 @@ def cmd_compress(argv: list[str]) -> int:
 
 
 def cmd_decompress(argv: list[str]) -> int:
-    from pixelmodels.arrays_io import read_cond
-    from pixelmodels.compression_files import decompress_to_file
-    from pixelmodels.runs import load_model_data, open_model
+    from pixelmodels.app.inputs import read_cond
+    from pixelmodels.app.compression_files import decompress_to_file
+    from pixelmodels.app.runs import load_model_data, open_model
 
     p = command_parser("decompress", "Decode a stream of compress with its model into PNG files in a folder, or an "
                        ".npz; a model with a condition takes it from --cond or the dataset. Prints the bits/dim, the "
@@ -242,7 +243,7 @@ def cmd_decompress(argv: list[str]) -> int:
 # -- check -----------------------------------------------------------------------
 def cmd_check(argv: list[str]) -> int:
     from pixelmodels.causality import check_causality
-    from pixelmodels.runs import open_model
+    from pixelmodels.app.runs import open_model
 
     p = command_parser("check", "Check that a model is causal: no output depends on a later pixel, a later channel "
                        "of its pixel or another image of the batch (gradient and perturbation probes, train and "

@@ -21,10 +21,10 @@ from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig, 
 from pixelmodels.data import DATASET_INFO, list_datasets, load_dataset
 from pixelmodels.distributed import World
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.evaluation import check_precision, resolve_device
+from pixelmodels.devices import check_precision, resolve_device
 from pixelmodels.models.registry import build_model, get_spec, list_models, resolve_options
 from pixelmodels.pretrained import list_pretrained, load_pretrained, pretrained_info, pretrained_path
-from pixelmodels.scoring import describe_data
+from pixelmodels.data.datasets import describe_data
 from pixelmodels.settings import MAX_COUNT
 from pixelmodels.training import Trainer
 from pixelmodels.vqvae import has_vqvae, load_vqvae

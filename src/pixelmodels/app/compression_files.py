@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from pixelmodels.arrays_io import _hwc, _npz
+from pixelmodels.app.outputs import channels_last_array, npz_bytes
 from pixelmodels.checkpoint import atomic_write
 from pixelmodels.compression import MAGIC, compress, decompress
 from pixelmodels.errors import PixelModelsError
@@ -101,8 +101,8 @@ def refuse_existing(out: Path, overwrite: bool) -> None:
 def write_images(out: Path, images: torch.Tensor, labels: torch.Tensor | None, model) -> None:
     """Decoded images into ``out``: an ``.npz``, or else a folder of PNG files (see the module docstring)."""
     if out.suffix == ".npz":
-        arrays = {"codes": images[:, 0].numpy()} if model.n_codes else {"images": _hwc(images)}
-        atomic_write(out, _npz(**arrays, **({} if labels is None else {"labels": labels.numpy()})))
+        arrays = {"codes": images[:, 0].numpy()} if model.n_codes else {"images": channels_last_array(images)}
+        atomic_write(out, npz_bytes(**arrays, **({} if labels is None else {"labels": labels.numpy()})))
         return
     from PIL import Image
 
