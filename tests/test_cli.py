@@ -199,3 +199,29 @@ def test_max_steps_alone_is_the_limit_and_both_limits_are_announced(tmp_path, da
     assert main(["train", *args, "--epochs", "1", "--max-steps", "5", "--out", str(tmp_path / "one")]) == 0
     assert torch.load(tmp_path / "one" / "training_state.pt", weights_only=True)["step"] == 3
     assert "training stops after 1 epoch, 3 batches (--epochs; --max-steps is 5)" in capsys.readouterr().err
+
+
+def test_help_and_version_go_to_stdout_and_an_unknown_command_is_an_error_line(capsys):
+    assert main(["--help"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("usage: pixelmodels {train,") and err == ""
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"pixelmodels {pixelmodels.__version__}"
+    assert pixelmodels.__version__[0].isdigit()
+    assert main(["trian"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines()[-1].startswith("pixelmodels: error: unknown command 'trian'; expected one of")
+
+
+def test_a_library_warning_prints_as_one_line(capsys, monkeypatch):
+    import warnings
+
+    from pixelmodels.app import cli
+
+    def warn(argv):
+        warnings.warn("--precision bf16: told so by the test")
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, "train", (warn, "stands in for train"))
+    assert main(["train"]) == 0
+    assert capsys.readouterr().err == "pixelmodels: warning: --precision bf16: told so by the test\n"

@@ -16,6 +16,8 @@ True
 ['fashion-mnist', 'fashion-mnist-codes']
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from pixelmodels.causality import CausalityReport, check_causality
 from pixelmodels.checkpoint import load, save_pretrained
 from pixelmodels.compression import compress, decompress
@@ -29,6 +31,11 @@ from pixelmodels.app.runs import train
 from pixelmodels.sampling import complete, sample
 from pixelmodels.scoring import Scores, score
 from pixelmodels.vqvae import load_vqvae
+
+try:
+    __version__ = version("pixelmodels")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "CausalityReport", "DataConfig", "DatasetError", "ModelConfig", "PixelModelsError", "RunConfig", "Scores",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -279,21 +280,36 @@ COMMANDS = {
     "check": (cmd_check, "check that a run's model is causal (exit code 1 on a leak)"),
     "pretrained": (cmd_pretrained, "list the shipped models with their figures"),
 }
-USAGE = ("usage: pixelmodels {" + ",".join(COMMANDS) + "} ... [--debug]\n"
+USAGE = ("usage: pixelmodels {" + ",".join(COMMANDS) + "} ... [--debug] | --version\n"
          + "".join(f"  {name:<10}  {about}\n" for name, (_, about) in COMMANDS.items())
          + "Run 'pixelmodels COMMAND --help' for a command's flags.")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a command; a user's error (the library's ``PixelModelsError``, a failed read or write) is one line
-    on stderr and exit code 2 (``--debug``: the traceback instead)."""
+    on stderr and exit code 2 (``--debug``: the traceback instead). Library warnings print as one line too."""
+    from pixelmodels import __version__
+
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print(USAGE, file=sys.stderr if argv else sys.stdout)
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    return run_command(f"pixelmodels {argv[0]}", COMMANDS[argv[0]][0], argv[1:], debug)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    if argv[0] == "--version":
+        print(f"pixelmodels {__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"{USAGE}\npixelmodels: error: unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return 2
+    with warnings.catch_warnings():  # restores the caller's warning display on the way out
+        warnings.showwarning = _one_line_warning
+        return run_command(f"pixelmodels {argv[0]}", COMMANDS[argv[0]][0], argv[1:], debug)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"pixelmodels: warning: {message}", file=sys.stderr if file is None else file)
 
 
 if __name__ == "__main__":
