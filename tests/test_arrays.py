@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from pixelmodels.data import ImageDataset, load_dataset
 from pixelmodels.data import arrays as arrays_module
-from pixelmodels.errors import DatasetError
+from pixelmodels.errors import DatasetError, PixelModelsError
 
 from test_fuzz_data import allocates_little, edit, no_hang
 
@@ -446,8 +446,9 @@ def test_option_errors(tmp_path):
     write_npz(tmp_path, x=codes())
     with pytest.raises(DatasetError, match=r"^--n-codes applies to the arrays dataset only .*mnist"):
         load_dataset("mnist", root=tmp_path, n_codes=512, download=False)
-    for bad in (1, 2.5, True, "512"):
-        error(tmp_path, rf"^n_codes must be an integer >= 2, found {re.escape(repr(bad))} \(--n-codes\)$", n_codes=bad)
+    for bad, expected in ((1, "at least 2"), (2.5, "an integer"), (True, "an integer"), ("512", "an integer")):
+        with pytest.raises(PixelModelsError, match=rf"^--n-codes: expected {expected}\b.*, found {re.escape(repr(bad))}"):
+            load_dataset("arrays", "train", root=tmp_path, n_codes=bad)
     error(tmp_path, r"code maps \(--n-codes 300\) have no --n-bits; found n_bits=8", n_codes=300, n_bits=8)
     error(tmp_path, r"^image_size applies to the folder dataset only: arrays takes it from the files", image_size=5)
     error(tmp_path, r"^channels applies to the folder dataset only", channels=1)

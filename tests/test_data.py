@@ -190,7 +190,8 @@ def test_load_dataset_quantizes(tmp_path, n_bits):
 @pytest.mark.parametrize("n_bits", [0, 9])
 def test_load_dataset_rejects_bad_n_bits(tmp_path, n_bits):
     write_mnist(tmp_path)
-    with pytest.raises(DatasetError, match=rf"n_bits must be an integer from 1 to 8, found {n_bits}"):
+    with pytest.raises(PixelModelsError, match=rf"^--n-bits: expected an integer from 1 to 8 \(the dataset's n_bits\), "
+                       rf"found {n_bits}$"):
         load_dataset("mnist", root=tmp_path, n_bits=n_bits, download=False)
 
 
@@ -426,16 +427,20 @@ def test_folder_png_and_jpeg_of_different_sizes(tmp_path):
     save_image(tmp_path / "nested" / "deeper" / "b_tall.PNG", tall)
     save_image(tmp_path / "c_photo.JPEG", np.full((30, 40, 3), (200, 100, 50), np.uint8), quality=95)
     (tmp_path / "notes.txt").write_text("not an image")
-    for split in ("train", "test"):
-        ds = load_dataset("folder", split, root=tmp_path, image_size=4)
-        assert ds.images.shape == (3, 3, 4, 4) and ds.images.dtype == torch.uint8
-        assert (ds.n_classes, ds.n_bits, ds.image_shape) == (None, 8, (3, 4, 4))
-        assert ds.labels.tolist() == [-1, -1, -1]
-        # sorted by path: a_wide.png, c_photo.JPEG, nested/deeper/b_tall.PNG
-        assert np.array_equal(ds.images[0].numpy(), wide[:, 1:5].transpose(2, 0, 1))
-        photo = ds.images[1].numpy().astype(int)
-        assert np.abs(photo - np.array([200, 100, 50])[:, None, None]).max() <= 4
-        assert np.array_equal(ds.images[2].numpy(), np.full((3, 4, 4), 7))
+    train, test = (load_dataset("folder", split, root=tmp_path, image_size=4) for split in ("train", "test"))
+    assert (len(train), len(test)) == (2, 1)  # no train/ and test/: one image (10%, at least 1) held out
+    images = {}
+    for ds in (train, test):
+        assert ds.images.dtype == torch.uint8 and (ds.n_classes, ds.n_bits, ds.image_shape) == (None, 8, (3, 4, 4))
+        assert ds.labels.tolist() == [-1] * len(ds) and ds.facts.skipped == ["notes.txt"]
+        assert ds.facts.held_out == (2, 1) and ds.facts.files == sorted(ds.facts.files)  # sorted by path
+        images.update({path.relative_to(tmp_path).as_posix(): image.numpy() for path, image in
+                       zip(ds.facts.files, ds.images)})
+    assert sorted(images) == ["a_wide.png", "c_photo.JPEG", "nested/deeper/b_tall.PNG"]
+    assert np.array_equal(images["a_wide.png"], wide[:, 1:5].transpose(2, 0, 1))
+    photo = images["c_photo.JPEG"].astype(int)
+    assert np.abs(photo - np.array([200, 100, 50])[:, None, None]).max() <= 4
+    assert np.array_equal(images["nested/deeper/b_tall.PNG"], np.full((3, 4, 4), 7))
 
 
 def test_folder_box_downscale_grayscale_and_bits(tmp_path):
@@ -493,7 +498,7 @@ def test_folder_needs_an_existing_root(tmp_path):
 
 
 def test_folder_rejects_bad_channels(tmp_path):
-    with pytest.raises(DatasetError, match=r"channels must be 1 or 3, found 2"):
+    with pytest.raises(PixelModelsError, match=r"^--channels: expected one of \[1, 3\], found 2$"):
         load_dataset("folder", root=tmp_path, channels=2)
 
 
@@ -618,3 +623,11 @@ def test_image_dataset_checks_its_values():
         ImageDataset(torch.full((1, 1, 2, 2), 4, dtype=torch.uint8), torch.zeros(1), n_bits=2)
     with pytest.raises(DatasetError, match=r"expected uint8 images"):
         ImageDataset(np.zeros((1, 1, 2, 2), np.int64), np.zeros(1), n_bits=2)
+
+
+def test_load_dataset_takes_the_folder_as_data_dir_like_the_flag(tmp_path):
+    write_mnist(tmp_path)
+    by_flag_name = load_dataset("mnist", "train", data_dir=tmp_path, download=False)
+    assert by_flag_name.images.equal(load_dataset("mnist", "train", root=tmp_path, download=False).images)
+    with pytest.raises(DatasetError, match=r"^root / data_dir: the same folder under two names; give one"):
+        load_dataset("mnist", "train", root=tmp_path, data_dir=tmp_path, download=False)

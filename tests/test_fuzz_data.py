@@ -11,14 +11,12 @@ than the file.
 """
 
 import gzip
-import io
 import math
 import os
 import pickle
 import re
 import signal
 import struct
-import tarfile
 import tempfile
 import tracemalloc
 from contextlib import contextmanager
@@ -281,9 +279,10 @@ def test_folder_mutated_images(folder, fmt, mode, channels, data):
     (root / "a_good.png").write_bytes(image_bytes("PNG", (4, 4)))
     path = root / f"b_fuzzed.{fmt.lower()}"
     path.write_bytes(data.draw(mutate(valid, header=100)))
-    ds = read_or_clear_error("folder", path, root=root, image_size=4, channels=channels)
-    if ds is not None:
-        assert ds.images.shape == (2, channels, 4, 4)
+    splits = [read_or_clear_error("folder", path, root=root, split=split, image_size=4, channels=channels)
+              for split in ("train", "test")]  # two images: one of them held out for test
+    if None not in splits:
+        assert [tuple(ds.images.shape) for ds in splits] == [(1, channels, 4, 4)] * 2
 
 
 # --- declared sizes far beyond the file ---------------------------------------------------

@@ -105,12 +105,16 @@ def test_score_dataset_csv_and_heatmaps(tmp_path, data, capsys):
 
     files = sorted(p.name for p in maps.iterdir())
     assert files == [f"fashion-mnist-test-{i:05d}.png" for i in range(5)]
+    g, side = reports.GAP, 56  # 28 x 28 pixels enlarged twice, for viewing
     for i in range(5):
         image = Image.open(maps / files[i])
-        assert image.size == (56, 56) and image.mode == "RGB"  # 28 x 28 pixels enlarged twice, for viewing
+        assert image.height == side + 2 * g and image.mode == "RGB"  # the image, its map and the scale side by side
+        figure = np.asarray(image)
+        assert np.array_equal(figure[g:g + side:2, g:g + side:2, 0], x[i, 0].numpy())  # the image
         expected = reports.heatmap(per_pixel[i].numpy(), max_bits=8)
+        heat = figure[g:g + side, 2 * g + side:2 * g + 2 * side]  # its map, beside it
         for dy, dx in [(0, 0), (1, 1)]:
-            assert np.abs(np.asarray(image)[dy::2, dx::2].astype(int) - expected).max() <= 1
+            assert np.abs(heat[dy::2, dx::2].astype(int) - expected).max() <= 1
 
     before = out.read_bytes()
     assert main(argv) == 2  # refuses to replace the results
@@ -153,7 +157,7 @@ def test_score_folders_and_files(tmp_path, capsys):
         direct = model.bits_per_dim(torch.from_numpy(arrays[:, None]))
     assert np.allclose([float(r["bits_per_dim"]) for r in rows], direct.numpy(), rtol=1e-5, atol=0)
     names = sorted(p.name for p in maps.iterdir())
-    assert len(names) == 4 and all(Image.open(maps / n).size == (56, 56) for n in names)  # a/x and b/x apart
+    assert len(names) == 4 and all(Image.open(maps / n).height == 56 + 2 * reports.GAP for n in names)  # a/x, b/x apart
 
     (folder / "z.png").write_bytes(b"not a png")  # after the limit: never read
     assert main(["score", str(model_dir), str(folder), str(single), "--limit", "2", "--out", str(out),

@@ -18,11 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..config import DataConfig
 from ..errors import DatasetError
-from .arrays import Arrays, check_finite, check_range, read_arrays, signed_codes
+from ..settings import check_field
+from .arrays import Arrays, check_finite, check_range, read_arrays, read_npy, signed_codes
 from .cifar import read_cifar
 from .colored_mnist import read_colored_mnist
-from .folder import read_folder
+from .folder import ReadFacts, read_folder
 from .idx import read_mnist
 from .locate import locate_files
 
@@ -94,10 +96,9 @@ def _as_tensor(array, dtype: torch.dtype | None = None) -> torch.Tensor:
 
 
 def check_n_codes(n_codes, flag: str = "--n-codes") -> int:
-    """A number of codes K given by the caller: an integer >= 2."""
-    if isinstance(n_codes, bool) or not isinstance(n_codes, (int, np.integer)) or n_codes < 2:
-        raise DatasetError(f"{flag[2:].replace('-', '_')} must be an integer >= 2, found {n_codes!r} ({flag})")
-    return int(n_codes)
+    """A number of codes K given by the caller (``--n-codes`` or ``--cond-codes``), checked against its
+    declaration in ``DataConfig``."""
+    return check_field(DataConfig, flag[2:].replace("-", "_"), n_codes)
 
 
 def _as_codes(images, n_codes, name: str, channel: bool = True, flag: str = "--n-codes") -> torch.Tensor:
@@ -148,6 +149,8 @@ class ImageDataset(Dataset):
         cond_codes: K of a condition that is a map of K codes, else None.
         image_shape: (C, H, W).
         name, split: where the data came from.
+        facts: what the reader of image files read (:class:`~pixelmodels.data.folder.ReadFacts`: files,
+            files skipped, conversions, the held-out split) for ``folder``; None for the other datasets.
     """
 
     def __init__(self, images, labels, n_bits: int | None, n_classes: int | None = None,
@@ -194,6 +197,7 @@ class ImageDataset(Dataset):
         self.image_shape = tuple(self.images.shape[1:])
         self.name = name
         self.split = split
+        self.facts: ReadFacts | None = None
 
     @classmethod
     def from_arrays(cls, arrays: Arrays, name: str = "arrays", split: str = "train") -> "ImageDataset":
@@ -232,14 +236,16 @@ def _read(name: str, found, split: str):
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None,
                  n_bits: int | None = None, *, download: bool = True,
                  image_size: int | None = None, channels: int | None = None,
-                 n_codes: int | None = None, cond_codes: int | None = None) -> ImageDataset:
+                 n_codes: int | None = None, cond_codes: int | None = None,
+                 data_dir: str | Path | None = None) -> ImageDataset:
     """Load a split of a dataset into memory (``arrays``: memory-mapped where it can be).
 
     Args:
         name: one of :func:`list_datasets`.
         split: "train" or "test".
-        root: where the files are (for ``folder``: the image folder; for ``arrays``: the
-            folder of ``train.npz`` / ``test.npz`` or ``{split}_x.npy``). None: the
+        root: where the files are (for ``folder``: the image folder, its splits in ``train/`` and
+            ``test/`` or else 10% of its images held out for test, see :mod:`pixelmodels.data.folder`;
+            for ``arrays``: the folder of ``train.npz`` / ``test.npz`` or ``{split}_x.npy``). None: the
             cache directory, then system folders (see :mod:`pixelmodels.data.locate`).
         n_bits: bits per sub-pixel to keep, 1..the dataset's own depth
             (8; 2 for colored-mnist). None: the dataset's own depth. For ``arrays``
@@ -251,18 +257,29 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
             (``--n-codes``; default: the ``n_codes`` an .npz declares, else images).
         cond_codes: ``arrays`` only: the condition ``cond`` is a map of this many codes (N, h, w)
             (``--cond-codes``; default: the ``cond_codes`` an .npz declares, else a float condition).
+        data_dir: ``root`` under the name of its flag (``--data-dir``) and of ``DataConfig.data_dir``;
+            give one of the two.
 
     Raises:
         DatasetError: unknown name or split, bad n_bits, missing or corrupt files.
     """
+    if data_dir is not None:
+        if root is not None:
+            raise DatasetError(f"root / data_dir: the same folder under two names; give one, found root={root!r} "
+                               f"and data_dir={data_dir!r}")
+        root = data_dir
     key = name.lower().replace("_", "-") if isinstance(name, str) else name
     if key not in DATASET_INFO:
         raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {', '.join(SPLITS)}; found {split!r}")
     info = DATASET_INFO[key]
+    n_bits, image_size, channels, n_codes, cond_codes = (
+        check_field(DataConfig, k, v) for k, v in (("n_bits", n_bits), ("image_size", image_size),
+                                                   ("channels", channels), ("n_codes", n_codes),
+                                                   ("cond_codes", cond_codes)))
     n_bits_given = n_bits
-    n_bits = info.n_bits if n_bits is None else _check_bits(n_bits, 8, flag="--n-bits")
+    n_bits = info.n_bits if n_bits is None else n_bits
     if n_bits > info.n_bits:
         raise DatasetError(
             f"{key} has {info.n_bits} bits per channel; --n-bits {n_bits} asked for more"
@@ -277,13 +294,9 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     if key == "folder":
         image_size = info.image_size if image_size is None else image_size
         channels = info.channels if channels is None else channels
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise DatasetError(f"image_size must be a positive integer, found {image_size!r}")
-        if channels not in (1, 3):
-            raise DatasetError(f"channels must be 1 or 3, found {channels!r}")
         if root is None:
             raise DatasetError("the folder dataset needs root: the folder of PNG/JPEG images")
-        images = read_folder(root, split, image_size, channels)
+        images, facts = read_folder(root, split, image_size, channels)
         labels = np.full(len(images), -1, np.int64)
     else:
         for what, value, own in (("image_size", image_size, info.image_size),
@@ -294,9 +307,12 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
                     f"found {what}={value!r}"
                 )
         images, labels = _read(key, locate_files(key, split, root, download), split)
+        facts = None
     if n_bits < info.n_bits:
         images = quantize(images, n_bits, info.n_bits)
-    return ImageDataset(images, labels, n_bits, info.n_classes, key, split)
+    dataset = ImageDataset(images, labels, n_bits, info.n_classes, key, split)
+    dataset.facts = facts
+    return dataset
 
 
 def _load_arrays(root: Path | None, split: str, n_bits: int | None, n_codes, image_size, channels,
@@ -305,8 +321,6 @@ def _load_arrays(root: Path | None, split: str, n_bits: int | None, n_codes, ima
         if value is not None:
             raise DatasetError(f"{what} applies to the folder dataset only: arrays takes it from the files, "
                                f"found {what}={value!r}")
-    n_codes = None if n_codes is None else check_n_codes(n_codes)
-    cond_codes = None if cond_codes is None else check_n_codes(cond_codes, "--cond-codes")
     if root is None:
         raise DatasetError("the arrays dataset needs root (--data-dir): the folder of train.npz / test.npz "
                            "or train_x.npy / test_x.npy")
@@ -317,11 +331,29 @@ def _load_arrays(root: Path | None, split: str, n_bits: int | None, n_codes, ima
     return ImageDataset.from_arrays(arrays, "arrays", split)
 
 
-def describe(shape) -> str:
-    """(C, H, W) -> '(1, 28, 28) (grayscale 28x28)', for error messages."""
-    c, h, w = shape
-    kind = {1: "grayscale", 3: "RGB"}.get(c, f"{c}-channel")
-    return f"{tuple(shape)} ({kind} {h}x{w})"
+def load_arrays_file(path: str | Path, n_bits: int | None = None, n_codes: int | None = None,
+                     cond_codes: int | None = None) -> ImageDataset:
+    """One arrays file as a dataset named by its path: ``NAME.npz`` (``x``, optional ``y``, ``cond``, as a
+    split of ``arrays``), ``NAME_x.npy`` (with ``NAME_y.npy`` and ``NAME_cond.npy`` beside it when they are
+    there), or another ``.npy`` of integer images or code maps (N, H, W) or (N, C, H, W), unlabelled.
+    ``n_bits``, ``n_codes`` and ``cond_codes`` as for :func:`load_dataset`'s ``arrays``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"{path}: expected an .npz or .npy file of arrays, found "
+                           f"{'a folder' if path.exists() else 'nothing'}")
+    if path.suffix.lower() == ".npz" or path.stem.endswith("_x"):
+        split = path.stem if path.suffix.lower() == ".npz" else path.stem[:-2]
+        return ImageDataset.from_arrays(read_arrays(path.parent, split, n_bits, n_codes, cond_codes), str(path), "")
+    x = read_npy(path)
+    x = x[:, None] if x.ndim == 3 else x
+    if n_codes is None:
+        n_bits = 8 if n_bits is None else n_bits
+        if x.dtype.kind not in "iu" or x.ndim != 4:
+            raise DatasetError(f"{path}: expected integer images (N, H, W) or (N, C, H, W), found {x.dtype} {x.shape}")
+        check_range(x, 2**n_bits, str(path), f"values of {n_bits}-bit images")
+        x = x.astype(np.uint8)
+    return ImageDataset(x, np.full(len(x), -1, np.int64), None if n_codes else n_bits, name=str(path), split="",
+                        n_codes=n_codes)
 
 
 def describe_data(data) -> str:
