@@ -75,7 +75,7 @@ def test_generate_decodes_the_code_maps_of_a_prior_with_its_vqvae(vqvae, tmp_pat
     assert main(["generate", str(folder), "--n", "3", "--class", "2", "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out and not out.with_suffix(".png").exists()  # no VQ-VAE: codes only
     vqvae.save(folder)
-    assert main(["generate", str(folder), "--n", "3", "--class", "2", "--out", str(out)]) == 0
+    assert main(["generate", str(folder), "--n", "3", "--class", "2", "--out", str(out), "--overwrite"]) == 0
     printed = capsys.readouterr().out
     assert "decoded by the VQ-VAE" in printed and str(out.with_suffix(".png")) in printed
     codes = np.load(out)

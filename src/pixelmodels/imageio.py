@@ -1,4 +1,7 @@
-"""Image grids and image files, with Pillow (no torchvision)."""
+"""Image grids and image files, with Pillow (no torchvision).
+
+Grids are written in a format Pillow writes losslessly (``GRID_FORMATS``, chosen by the file's extension),
+so a grid read back has exactly the pixels it was given."""
 
 from __future__ import annotations
 
@@ -10,7 +13,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pixelmodels.checkpoint import atomic_write
+from pixelmodels.errors import PixelModelsError
+
 DISPLAY_SIDE = 64  # pixels: the side small images are enlarged to for viewing (see display_scale)
+# extension -> the lossless format Pillow writes it in (WebP with lossless=True; TIFF and BMP uncompressed)
+GRID_FORMATS = {".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 
 
 def to_uint8_range(images: torch.Tensor, n_bits: int) -> np.ndarray:
@@ -56,17 +64,21 @@ def grid_image(images: torch.Tensor, n_bits: int, nrow: int | None = None, scale
 
 
 def encode(image: Image.Image, path: str | Path) -> bytes:
-    """The bytes of ``image`` as a file named ``path``: in the format its extension names, else PNG."""
+    """The bytes of ``image`` as a file named ``path``, in the lossless format its extension names
+    (``GRID_FORMATS``); another extension is refused."""
+    fmt = GRID_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise PixelModelsError(f"{path}: cannot write an image ending in {Path(path).suffix or 'no extension'}; "
+                               f"expected one of {', '.join(GRID_FORMATS)}")
     buffer = io.BytesIO()
-    image.save(buffer, format=Image.registered_extensions().get(Path(path).suffix.lower(), "PNG"))
+    image.save(buffer, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
     return buffer.getvalue()
 
 
 def save_grid(images: torch.Tensor, path: str | Path, n_bits: int, nrow: int | None = None,
               scale: int | None = None) -> Path:
-    """Write a PNG grid of integer images (N, C, H, W), ``nrow`` per row, enlarged ``scale`` times for viewing
-    (default: :func:`display_scale`, so small images are readable). Returns ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid_image(images, n_bits, nrow, scale).save(path)
-    return path
+    """Write a grid of integer images (N, C, H, W), ``nrow`` per row, enlarged ``scale`` times for viewing
+    (default: :func:`display_scale`, so small images are readable), atomically, in the format of ``path``'s
+    extension (``GRID_FORMATS``). Returns ``path``."""
+    atomic_write(path, encode(grid_image(images, n_bits, nrow, scale), path))
+    return Path(path)

@@ -1,4 +1,6 @@
-"""What ``pixelmodels score`` writes: per-pixel NLL heat maps and the CSV of scores."""
+"""What ``pixelmodels score`` writes: the CSV of scores and, per image, a figure of its per-pixel NLL heat
+map beside the image, with a colour scale in bits (:func:`heatmap_figure`); through the one writer
+(:mod:`pixelmodels.app.outputs`)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from pixelmodels.app.inputs import Inputs
-from pixelmodels.checkpoint import atomic_write
+from pixelmodels.app.outputs import Target, listed, made_note, plural, refuse_format, target, write_files
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.imageio import display_scale, enlarge
+from pixelmodels.imageio import display_scale, enlarge, to_uint8_range
 from pixelmodels.scoring import Scores
+
+GAP = 4  # pixels: the white margin around and between the parts of a heat-map figure
+BAR = 10  # pixels: the width of its colour bar
+
 
 def heat_colors(t: np.ndarray) -> np.ndarray:
     """Values in [0, 1] (clipped) -> uint8 RGB (..., 3) along black, red, yellow, white."""
@@ -33,32 +40,51 @@ def heatmap(pixel_nll, max_bits: float) -> np.ndarray:
     return heat_colors(np.asarray(pixel_nll, dtype=np.float64) / (math.log(2) * max_bits))
 
 
-def heatmap_png(pixel_nll, max_bits: float, scale: int | None = None) -> bytes:
-    """A PNG file (bytes) of :func:`heatmap`, each image pixel a square of ``scale`` x ``scale``
-    (default: ``imageio.display_scale``, so small images are readable)."""
-    scale = display_scale(*np.shape(pixel_nll)) if scale is None else scale
+def heatmap_figure(image, pixel_nll, max_bits: float, n_bits: int | None = None,
+                   scale: int | None = None) -> Image.Image:
+    """One image's heat map as a figure, RGB on white, each image pixel a square of ``scale`` x ``scale``
+    (default: ``imageio.display_scale``, so small images are readable).
+
+    Left to right, ``GAP`` pixels from the top and apart: the image (C, H, W) of ``n_bits`` values (left
+    out when ``image`` is None, as for code maps), its :func:`heatmap` (H, W) of ``pixel_nll`` in nats, and
+    a colour bar ``BAR`` pixels wide (outlined in the margin) from white (``max_bits`` or more, top) to black
+    (0 bits, bottom), its ends (and, when it is tall enough, its middle) ticked and labelled in bits.
+    """
+    h, w = np.shape(pixel_nll)
+    scale = display_scale(h, w) if scale is None else scale
+    parts = [Image.fromarray(heatmap(pixel_nll, max_bits))]
+    if image is not None:
+        array = to_uint8_range(torch.as_tensor(image)[None], n_bits)[0]  # (H, W, C) in 0..255
+        parts.insert(0, Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).convert("RGB"))
+    side = h * scale
+    bar = Image.fromarray(np.repeat(heat_colors(np.linspace(1.0, 0.0, side))[:, None], BAR, axis=1))  # (side, BAR)
+    font = ImageFont.load_default()
+    ticks = [(0, f"{max_bits:g} bits", "lt"), (side - 1, "0", "lb")]
+    ticks += [(side // 2, f"{max_bits / 2:g}", "lm")] if side >= 48 else []
+    x = GAP + len(parts) * (w * scale + GAP)  # where the bar starts
+    width = x + BAR + 3 + max(math.ceil(font.getlength(text)) for _, text, _ in ticks) + GAP
+    figure = Image.new("RGB", (width, side + 2 * GAP), "white")
+    for k, part in enumerate(parts):
+        figure.paste(enlarge(part, scale), (GAP + k * (w * scale + GAP), GAP))
+    figure.paste(bar, (x, GAP))
+    draw = ImageDraw.Draw(figure)
+    draw.rectangle([(x - 1, GAP - 1), (x + BAR, GAP + side)], outline="black")  # around the bar, in the margin
+    for y, text, anchor in ticks:
+        draw.line([(x + BAR, GAP + y), (x + BAR + 2, GAP + y)], fill="black")
+        draw.text((x + BAR + 3, GAP + y + (anchor == "lb")), text, fill="black", font=font, anchor=anchor)
+    return figure
+
+
+def heatmap_png(image, pixel_nll, max_bits: float, n_bits: int | None = None, scale: int | None = None) -> bytes:
+    """:func:`heatmap_figure` as the bytes of a PNG file."""
     png = io.BytesIO()
-    enlarge(Image.fromarray(heatmap(pixel_nll, max_bits)), scale).save(png, format="PNG")
+    heatmap_figure(image, pixel_nll, max_bits, n_bits, scale).save(png, format="PNG")
     return png.getvalue()
 
 
 def uniform_bits(model) -> float:
     """What a uniform guess costs a pixel of ``model``'s data, in bits: the white of its heat maps."""
     return math.log2(model.n_codes) if model.n_codes else model.image_shape[0] * model.n_bits
-
-
-def refuse_replacing(paths, overwrite: bool) -> None:
-    """Refuse, unless ``overwrite``, to write results over files that exist (``--out``, ``--heatmap``)."""
-    taken = [p for p in paths if Path(p).exists()]
-    if taken and not overwrite:
-        raise PixelModelsError(f"--out / --heatmap: {taken[0]} already exists ({len(taken)} files would be "
-                               "replaced); use --overwrite to replace them")
-
-
-def write_heatmaps(folder: str | Path, names: list[str], pixel_nll, model) -> None:
-    """One heat-map PNG per image (:func:`heatmap_png`) in ``folder``, named ``names``, each written atomically."""
-    for name, nll in zip(names, pixel_nll):
-        atomic_write(Path(folder) / name, heatmap_png(nll, uniform_bits(model)))
 
 
 def heatmap_names(inputs: Inputs) -> list[str]:
@@ -88,18 +114,35 @@ def scores_csv(inputs: Inputs, scores: Scores) -> str:
     return text.getvalue()
 
 
-def write_scores(inputs: Inputs, scores: Scores, model, out: Path | None = None, heatmap: Path | None = None,
-                 names: list[str] = ()) -> str:
-    """Write what ``pixelmodels score`` writes: the CSV rows to ``out`` (atomically; standard output when
-    None) and, with ``heatmap``, a heat map per image named ``names`` there. Returns the summary line."""
+def score_targets(out: Path | None, heatmap_dir: Path | None, names: list[str], overwrite: bool):
+    """Check, before scoring, where ``score`` writes: the CSV ``out`` (``--out``, a ``.csv``) and the heat
+    maps ``names`` in the folder ``heatmap_dir`` (``--heatmap``), each None when not asked for. Returns
+    their :class:`~pixelmodels.app.outputs.Target` s (or None)."""
+    if out is not None and Path(out).suffix.lower() != ".csv":
+        refuse_format("--out", Path(out), [".csv"])
+    if heatmap_dir is not None and heatmap_dir.exists() and not heatmap_dir.is_dir():
+        raise PixelModelsError(f"--heatmap: {heatmap_dir} is a file; expected a folder for the heat maps")
+    return (None if out is None else target("--out", out, overwrite=overwrite),
+            None if heatmap_dir is None else target("--heatmap", heatmap_dir, [heatmap_dir / n for n in names],
+                                                    overwrite))
+
+
+def write_scores(inputs: Inputs, scores: Scores, model, out: Target | None = None,
+                 heatmaps: Target | None = None) -> str:
+    """Write what ``pixelmodels score`` writes where :func:`score_targets` planned it: the CSV rows to ``out``
+    (standard output when None) and a heat-map figure (:func:`heatmap_png`) per image in ``heatmaps``.
+    Returns the summary line."""
     table = scores_csv(inputs, scores)
+    files = {} if out is None else {out.path: table.encode()}
+    if heatmaps is not None:
+        images = [None] * len(inputs.sources) if model.n_codes else inputs.images
+        files |= {f: heatmap_png(image, nll, uniform_bits(model), model.n_bits)
+                  for f, image, nll in zip(heatmaps.files, images, scores.pixel_nll)}
     if out is None:
         sys.stdout.write(table)
-    else:
-        atomic_write(out, table.encode())
-    if heatmap:
-        write_heatmaps(heatmap, names, scores.pixel_nll, model)
+    write_files(files)
     n = len(inputs.sources)
-    wrote = ([str(out)] if out else []) + ([f"{n} heat maps in {heatmap}"] if heatmap else [])
+    said = ([str(out.path)] if out else []) + ([f"{plural(n, 'heat map')} in {heatmaps.path}"] if heatmaps else [])
     mean = scores.bits_per_dim.double().mean().item() if n else float("nan")
-    return f"scored {n} images: mean bits/dim {mean:.4f}" + (f"; wrote {', '.join(wrote)}" if wrote else "")
+    return (f"scored {plural(n, 'image')}: mean bits/dim {mean:.4f}" + (f"; wrote {listed(said)}" if said else "")
+            + made_note([m for t in (out, heatmaps) if t is not None for m in t.made]))
