@@ -5,13 +5,11 @@
     python main.py --evaluate --generate --restore_file results/pixelcnn/2024-05-01_12-00-00/training_state.pt \\
         --dataset mnist pixelcnn
 
-Every flag of the original is accepted with its default; the MODEL subcommand and its options come
-last. A new run writes ``results/MODEL/YYYY-MM-DD_HH-MM-SS/`` (UTC, as the original) under the
-current directory; ``--restore_file`` continues the run in the directory of the given file. The
-directory is a pixelmodels run directory (``config.json``, ``model.safetensors``, ``training_state.pt``,
-``metrics.jsonl``, ``tensorboard/``, ``command.txt``) plus the original's
-``generation_sample_step_N.png`` grids, so ``pixelmodels evaluate|generate|complete DIR`` and
-``pixelmodels train --resume DIR`` work on it too. README.md ("main.py") has the flag mapping.
+Every flag of the original is accepted with its default; the MODEL subcommand and its options come last. A new
+run writes ``results/MODEL/YYYY-MM-DD_HH-MM-SS/`` (UTC, as the original) under the current directory;
+``--restore_file`` continues the run in the directory of the given file. The directory is a pixelmodels run
+directory plus the original's ``generation_sample_step_N.png`` grids, so ``pixelmodels evaluate|generate|complete
+DIR`` and ``pixelmodels train --resume DIR`` work on it too. README.md ("main.py") has the flag mapping.
 """
 
 from __future__ import annotations
@@ -25,221 +23,163 @@ from pathlib import Path
 import torch
 
 from pixelmodels import checkpoint as ckpt
+from pixelmodels.app import runs, session
 from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig, read_config
 from pixelmodels.data import DATASET_INFO, ImageDataset
-from pixelmodels.errors import PixelModelsError
-from pixelmodels.imageio import make_grid, save_grid
-from pixelmodels.evaluation import evaluate, sample_grid
-from pixelmodels.app.runs import build_trainer
+from pixelmodels.errors import PixelModelsError, run_command
+from pixelmodels.evaluation import evaluate
+from pixelmodels.models.registry import resolve_options
+from pixelmodels.settings import SettingError
 from pixelmodels.training import Trainer
 
-DATASETS = ["mnist", "cifar10", "colored-mnist"]
+
+def typed(parse, what: str, ok=lambda value: True):
+    """An argparse type: ``parse(text)``, refused with 'expected ``what``' unless it parses and is ``ok``."""
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except (KeyError, ValueError):
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}")
+        return value
+    return convert
+
+
+POSITIVE, NATURAL = typed(int, "a positive integer", lambda v: v >= 1), typed(int, "an integer >= 0", lambda v: v >= 0)
+RATE, BITS = typed(float, "a number >= 0", lambda v: v >= 0), typed(int, "an integer from 1 to 8", lambda v: v >= 1)
+BOOLEAN = typed({"True": True, "true": True, "1": True, "False": False, "false": False, "0": False}.get,
+                "True or False")  # as the original's type=eval took them, plus lower case, 1 and 0
 MODELS = {"pixelcnn": "gated-pixelcnn", "pixelcnnpp": "pixelcnnpp", "pixelsnail": "pixelsnail"}
 N_BITS = 4  # the original's default, lowered to the data's depth for colored-mnist (2 bits)
+# MODEL -> (help, {its flag: (type, default, help, the pixelmodels option it sets)})
+MODEL_FLAGS = {
+    "pixelcnn": ("gated PixelCNN (pixelmodels gated-pixelcnn)", {
+        "n_channels": (POSITIVE, 128, "features of both stacks", "n_channels"),
+        "n_out_conv_channels": (POSITIVE, 1024, "features of the 1x1 output layer", "n_out_channels"),
+        "n_res_layers": (NATURAL, 12, "gated residual layers after the 7x7 input layer", "n_layers"),
+        "kernel_size": (POSITIVE, 5, "odd kernel size of the gated layers", "kernel_size"),
+        "norm_layer": (BOOLEAN, True, "True: weight normalization (the original's BatchNorm breaks causality)",
+                       "weight_norm")}),
+    "pixelcnnpp": ("PixelCNN++", {
+        "n_channels": (POSITIVE, 128, "filters of both streams", "n_filters"),
+        "n_res_layers": (POSITIVE, 5, "gated ResNet blocks per stage", "n_blocks"),
+        "n_logistic_mix": (POSITIVE, 10, "logistic mixture components", "n_mixtures")}),
+    "pixelsnail": ("PixelSNAIL", {
+        "n_channels": (POSITIVE, 256, "filters of the residual stream", "n_filters"),
+        "n_res_layers": (NATURAL, 5, "residual layers per attention block", "n_res_layers"),
+        "attn_n_layers": (POSITIVE, 12, "attention blocks", "n_blocks"),
+        "attn_nh": (POSITIVE, 1, "attention heads", "n_heads"),
+        "attn_dq": (POSITIVE, 16, "query/key features over all heads", "key_size"),
+        "attn_dv": (POSITIVE, 128, "value features over all heads", "value_size"),
+        "attn_drop_rate": (RATE, 0.0, "dropout on the attention", "attn_dropout"),
+        "n_logistic_mix": (POSITIVE, 10, "logistic mixture components", "n_mixtures")}),
+}
+FLAGS = {  # the original's flags: type (or store_true, or the choices), default, help, the TrainConfig field set
+    "train": ("store_true", None, "train the model", None),
+    "evaluate": ("store_true", None, "test bits/dim of the EMA weights", None),
+    "generate": ("store_true", None, "write generation_sample_step_N.png from the EMA weights", None),
+    "restore_file": (Path, None, "a file of a results directory (training_state.pt, ...): continue that run", None),
+    "seed": (int, 0, "random seed", "seed"),
+    "cuda": (NATURAL, None, "run on CUDA device N (default: the CPU)", None),
+    "mini_data": ("store_true", None, "train and evaluate on the first batch_size training images only", None),
+    "dataset": (["mnist", "cifar10", "colored-mnist"], None, "required for a new run", None),
+    "n_cond_classes": (POSITIVE, None, "class-conditional model; must equal the dataset's number of classes", None),
+    "n_bits": (BITS, None, f"bits per sub-pixel (default {N_BITS}; 2 for colored-mnist)", None),
+    "data_path": (Path, None, "folder of the dataset's files (the pickle for colored-mnist); default: found or "
+                  "downloaded as pixelmodels does", None),
+    "lr": (RATE, 5e-4, "learning rate", "lr"),
+    "lr_decay": (RATE, None, "per-step learning rate factor (default 0.999995; pixelcnn: 1)", "lr_decay"),
+    "polyak": (RATE, 0.9995, "decay of the weights' EMA", "ema"),
+    "batch_size": (POSITIVE, 16, "images per step", "batch_size"),
+    "n_epochs": (NATURAL, 1, "epochs to train (more, when restoring)", "epochs"),
+    "log_interval": (POSITIVE, 50, "log training metrics every N steps", "log_every"),
+    "eval_interval": (POSITIVE, 10, "evaluate, sample and checkpoint every N epochs, and after the last", "eval_every"),
+    "n_samples": (NATURAL, 8, "images per sample grid (per class for a conditional model)", None),
+}
 NORM_WARNING = ("main.py: warning: --norm_layer True: the original's per-batch normalization (BatchNorm2d) "
                 "breaks causality (batch statistics let each pixel see later pixels and other images); "
                 "using weight normalization instead, which keeps it (--norm_layer False: no normalization)")
 
 
-# -- flags ---------------------------------------------------------------------
-def _typed(kind, low, what):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}")
-        return value
-    return parse
-
-
-POSITIVE = _typed(int, 1, "a positive integer")
-NATURAL = _typed(int, 0, "an integer >= 0")
-RATE = _typed(float, 0.0, "a number >= 0")
-
-
-def boolean(text: str) -> bool:
-    """``True`` / ``False``, as the original's ``type=eval`` took them (plus lower case, 1 and 0)."""
-    if text in ("True", "true", "1"):
-        return True
-    if text in ("False", "false", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, found {text!r}")
-
-
 def build_parser(defaults: bool = True) -> argparse.ArgumentParser:
     """The original's parser. ``defaults=False``: given flags only (the others are left out of the namespace)."""
-    def d(value):
-        return value if defaults else argparse.SUPPRESS
+    def add(parser, flags):
+        for name, (kind, default, about, _) in flags.items():
+            how = dict(action=kind) if kind == "store_true" else dict(choices=kind) if isinstance(kind, list) else \
+                dict(type=kind)
+            parser.add_argument(f"--{name}", **how, default=default if defaults else argparse.SUPPRESS,
+                                help=about + ("" if default is None else f" (default {default})"))
 
-    p = argparse.ArgumentParser(prog="main.py", description="Train, evaluate and sample pixel models "
-                                "(the original pixel_models command line, run on pixelmodels).",
-                                argument_default=None if defaults else argparse.SUPPRESS)
+    p = argparse.ArgumentParser(prog="main.py", description="Train, evaluate and sample pixel models (the original "
+                                "pixel_models command line, run on pixelmodels).")
     sub = p.add_subparsers(dest="model", metavar="MODEL", required=True,
                            help="pixelcnn (gated PixelCNN), pixelcnnpp or pixelsnail; then its options")
-    a = sub.add_parser("pixelcnn", help="gated PixelCNN (pixelmodels gated-pixelcnn)",
-                       argument_default=None if defaults else argparse.SUPPRESS)
-    a.add_argument("--n_channels", type=POSITIVE, default=d(128), help="features of both stacks (default 128)")
-    a.add_argument("--n_out_conv_channels", type=POSITIVE, default=d(1024),
-                   help="features of the 1x1 output layer (default 1024)")
-    a.add_argument("--n_res_layers", type=NATURAL, default=d(12),
-                   help="gated residual layers after the 7x7 input layer (default 12)")
-    a.add_argument("--kernel_size", type=POSITIVE, default=d(5), help="odd kernel size of the gated layers (default 5)")
-    a.add_argument("--norm_layer", type=boolean, default=d(True),
-                   help="True: weight normalization (the original's BatchNorm breaks causality); default True")
-    b = sub.add_parser("pixelcnnpp", help="PixelCNN++", argument_default=None if defaults else argparse.SUPPRESS)
-    b.add_argument("--n_channels", type=POSITIVE, default=d(128), help="filters of both streams (default 128)")
-    b.add_argument("--n_res_layers", type=POSITIVE, default=d(5), help="gated ResNet blocks per stage (default 5)")
-    b.add_argument("--n_logistic_mix", type=POSITIVE, default=d(10), help="logistic mixture components (default 10)")
-    c = sub.add_parser("pixelsnail", help="PixelSNAIL", argument_default=None if defaults else argparse.SUPPRESS)
-    c.add_argument("--n_channels", type=POSITIVE, default=d(256), help="filters of the residual stream (default 256)")
-    c.add_argument("--n_res_layers", type=NATURAL, default=d(5), help="residual layers per attention block (default 5)")
-    c.add_argument("--attn_n_layers", type=POSITIVE, default=d(12), help="attention blocks (default 12)")
-    c.add_argument("--attn_nh", type=POSITIVE, default=d(1), help="attention heads (default 1)")
-    c.add_argument("--attn_dq", type=POSITIVE, default=d(16), help="query/key features over all heads (default 16)")
-    c.add_argument("--attn_dv", type=POSITIVE, default=d(128), help="value features over all heads (default 128)")
-    c.add_argument("--attn_drop_rate", type=RATE, default=d(0.0), help="dropout on the attention (default 0)")
-    c.add_argument("--n_logistic_mix", type=POSITIVE, default=d(10), help="logistic mixture components (default 10)")
-
-    p.add_argument("--train", action="store_true", default=d(False), help="train the model")
-    p.add_argument("--evaluate", action="store_true", default=d(False), help="test bits/dim of the EMA weights")
-    p.add_argument("--generate", action="store_true", default=d(False),
-                   help="write generation_sample_step_N.png from the EMA weights")
-    p.add_argument("--restore_file", type=Path, default=d(None),
-                   help="a file of a results directory (training_state.pt, ...): continue that run")
-    p.add_argument("--seed", type=int, default=d(0), help="random seed (default 0)")
-    p.add_argument("--cuda", type=NATURAL, default=d(None), help="run on CUDA device N (default: the CPU)")
-    p.add_argument("--mini_data", action="store_true", default=d(False),
-                   help="train and evaluate on the first batch_size training images only")
-    p.add_argument("--dataset", choices=DATASETS, default=d(None), help="required for a new run")
-    p.add_argument("--n_cond_classes", type=POSITIVE, default=d(None),
-                   help="class-conditional model; must equal the dataset's number of classes")
-    p.add_argument("--n_bits", type=_typed(int, 1, "an integer from 1 to 8"), default=d(None),
-                   help=f"bits per sub-pixel (default {N_BITS}; 2 for colored-mnist)")
-    p.add_argument("--data_path", type=Path, default=d(None),
-                   help="folder of the dataset's files (the pickle itself for colored-mnist); "
-                        "default: found or downloaded as pixelmodels does")
-    p.add_argument("--lr", type=RATE, default=d(5e-4), help="learning rate (default 5e-4)")
-    p.add_argument("--lr_decay", type=RATE, default=d(None),
-                   help="per-step learning rate factor (default 0.999995; pixelcnn: 1, as the original)")
-    p.add_argument("--polyak", type=RATE, default=d(0.9995), help="decay of the weights' EMA (default 0.9995)")
-    p.add_argument("--batch_size", type=POSITIVE, default=d(16), help="default 16")
-    p.add_argument("--n_epochs", type=NATURAL, default=d(1), help="epochs to train (more, when restoring); default 1")
-    p.add_argument("--log_interval", type=POSITIVE, default=d(50),
-                   help="log training metrics every N steps (default 50)")
-    p.add_argument("--eval_interval", type=POSITIVE, default=d(10),
-                   help="evaluate, sample and checkpoint every N epochs, and after the last (default 10)")
-    p.add_argument("--n_samples", type=NATURAL, default=d(8),
-                   help="images per sample grid (per class for a conditional model); default 8")
+    for model, (about, flags) in MODEL_FLAGS.items():
+        add(sub.add_parser(model, help=about), flags)
+    add(p, FLAGS)
     return p
 
 
-# -- the mapping ---------------------------------------------------------------
-def model_options(ns: argparse.Namespace) -> tuple[dict, dict]:
-    """(pixelmodels options, which option each given model flag sets) for the MODEL flags in ``ns``."""
-    if ns.model == "pixelcnn":
-        options = dict(n_channels=ns.n_channels, n_out_channels=ns.n_out_conv_channels,
-                       n_layers=ns.n_res_layers + 1, kernel_size=ns.kernel_size, input_kernel_size=7,
-                       likelihood="categorical", weight_norm=ns.norm_layer)
-        if ns.kernel_size % 2 == 0:
-            raise PixelModelsError(f"--kernel_size: expected an odd size, found {ns.kernel_size}")
-        flags = dict(n_channels="n_channels", n_out_conv_channels="n_out_channels", n_res_layers="n_layers",
-                     kernel_size="kernel_size", norm_layer="weight_norm")
-    elif ns.model == "pixelcnnpp":
-        options = dict(n_filters=ns.n_channels, n_blocks=ns.n_res_layers, n_mixtures=ns.n_logistic_mix,
-                       likelihood="logistic-mixture")
-        flags = dict(n_channels="n_filters", n_res_layers="n_blocks", n_logistic_mix="n_mixtures")
-    else:
-        for flag, total in (("--attn_dq", ns.attn_dq), ("--attn_dv", ns.attn_dv)):
-            if total % ns.attn_nh:  # the original splits these features evenly over the heads
-                raise PixelModelsError(f"{flag}: the features of all heads together; expected a multiple of "
-                                       f"--attn_nh {ns.attn_nh}, found {total}")
-        if ns.attn_drop_rate >= 1:
-            raise PixelModelsError(f"--attn_drop_rate: expected a probability below 1, found {ns.attn_drop_rate}")
-        options = dict(n_filters=ns.n_channels, n_res_layers=ns.n_res_layers, n_blocks=ns.attn_n_layers,
-                       n_heads=ns.attn_nh, key_size=ns.attn_dq // ns.attn_nh, value_size=ns.attn_dv // ns.attn_nh,
-                       attn_dropout=ns.attn_drop_rate, n_mixtures=ns.n_logistic_mix, likelihood="logistic-mixture")
-        flags = dict(n_channels="n_filters", n_res_layers="n_res_layers", attn_n_layers="n_blocks",
-                     attn_nh="n_heads", attn_dq="key_size", attn_dv="value_size", attn_drop_rate="attn_dropout",
-                     n_logistic_mix="n_mixtures")
-    return options, flags
+def model_options(ns) -> dict:
+    """The pixelmodels options of the MODEL flags in ``ns``, checked by the family's declarations."""
+    options = {key: getattr(ns, flag) for flag, (*_, key) in MODEL_FLAGS[ns.model][1].items()}
+    options["likelihood"] = "categorical" if ns.model == "pixelcnn" else "logistic-mixture"
+    if ns.model == "pixelcnn":  # our first gated layer is the original's 7x7 input layer
+        options.update(n_layers=ns.n_res_layers + 1, input_kernel_size=7)
+    for flag, key in (("--attn_dq", "key_size"), ("--attn_dv", "value_size")) if ns.model == "pixelsnail" else ():
+        if options[key] % ns.attn_nh:  # the original's are over all heads, ours per head
+            raise PixelModelsError(f"{flag}: the features of all heads together; expected a multiple of "
+                                   f"--attn_nh {ns.attn_nh}, found {options[key]}")
+        options[key] //= ns.attn_nh
+    resolve_options(MODELS[ns.model], "default", options)
+    return options
 
 
-def train_config(ns: argparse.Namespace, conditional: bool) -> TrainConfig:
+def train_config(ns, epochs: int, conditional: bool) -> TrainConfig:
     """The original's training settings: RMSprop without decay for pixelcnn, Adam (0.95, 0.9995) otherwise."""
     pixelcnn = ns.model == "pixelcnn"
-    lr_decay = ns.lr_decay if ns.lr_decay is not None else (1.0 if pixelcnn else 0.999995)
-    if not 0 <= ns.polyak < 1:
-        raise PixelModelsError(f"--polyak: expected a decay in [0, 1), found {ns.polyak}")
-    if not 0 < lr_decay <= 1:
-        raise PixelModelsError(f"--lr_decay: expected a factor in (0, 1], found {lr_decay}")
-    return TrainConfig(epochs=ns.n_epochs, batch_size=ns.batch_size, lr=ns.lr, lr_decay=lr_decay, ema=ns.polyak,
+    if ns.cuda is not None and ns.cuda >= torch.cuda.device_count():
+        raise PixelModelsError(f"--cuda {ns.cuda}: " + ("no CUDA device is available here; leave out --cuda to run "
+                               "on the CPU" if not torch.cuda.is_available() else
+                               f"expected a device index below {torch.cuda.device_count()}"))
+    return TrainConfig(epochs=epochs, batch_size=ns.batch_size, lr=ns.lr, ema=ns.polyak, seed=ns.seed,
+                       lr_decay=ns.lr_decay if ns.lr_decay is not None else 1.0 if pixelcnn else 0.999995,
                        optimizer="rmsprop" if pixelcnn else "adam", adam_betas=None if pixelcnn else (0.95, 0.9995),
-                       device=device(ns.cuda), seed=ns.seed, eval_every=ns.eval_interval,
-                       n_samples=0,  # main.py writes the original's generation_sample_step_N.png itself
+                       device="cpu" if ns.cuda is None else f"cuda:{ns.cuda}", eval_every=ns.eval_interval,
                        log_every=ns.log_interval, conditional=conditional)
 
 
-def device(cuda: int | None) -> str:
-    """``--cuda N`` -> cuda:N (refused where there is no such device); the CPU without it, as the original."""
-    if cuda is None:
-        return "cpu"
-    if not torch.cuda.is_available():
-        raise PixelModelsError(f"--cuda {cuda}: no CUDA device is available here; leave out --cuda to run on the CPU")
-    if cuda >= torch.cuda.device_count():
-        raise PixelModelsError(f"--cuda {cuda}: expected a device index below {torch.cuda.device_count()}")
-    return f"cuda:{cuda}"
-
-
 def data_dir(path: Path | None, dataset: str) -> str | None:
-    """``--data_path`` as pixelmodels takes it; torchvision's MNIST/raw/ layout is looked into too."""
-    if path is None:
-        return None
-    if dataset == "mnist" and (path / "MNIST" / "raw").is_dir():
-        return str(path / "MNIST" / "raw")
-    return str(path)
+    """``--data_path`` as pixelmodels takes it, absolute; torchvision's MNIST/raw/ layout is looked into too."""
+    if path is not None and dataset == "mnist" and (path / "MNIST" / "raw").is_dir():
+        path = path / "MNIST" / "raw"
+    return None if path is None else str(path.expanduser().absolute())
 
 
-def n_bits(ns: argparse.Namespace, dataset: str) -> int:
-    depth = DATASET_INFO[dataset].n_bits
-    if ns.n_bits is None:
-        return min(N_BITS, depth)
-    if ns.n_bits > depth:
-        raise PixelModelsError(f"--n_bits: {dataset} has {depth} bits per sub-pixel; found {ns.n_bits}")
-    return ns.n_bits
-
-
-def check_classes(k: int | None, dataset: str) -> None:
-    have = DATASET_INFO[dataset].n_classes
-    if k is not None and have is None:
-        raise PixelModelsError(f"--n_cond_classes: {dataset} has no class labels")
-    if k is not None and k != have:
-        raise PixelModelsError(f"--n_cond_classes: {dataset} has {have} classes; found {k}")
-
-
-def new_run(ns: argparse.Namespace) -> tuple[RunConfig, Path]:
+def new_run(ns) -> tuple[RunConfig, Path, None]:
     if ns.dataset is None:
-        raise PixelModelsError(f"--dataset: required for a new run; expected one of {DATASETS}")
-    check_classes(ns.n_cond_classes, ns.dataset)
-    options, _ = model_options(ns)
-    model = ModelConfig(name=MODELS[ns.model], image_shape=(1, 1, 1), options=options)
-    data = DataConfig(dataset=ns.dataset, data_dir=data_dir(ns.data_path, ns.dataset), n_bits=n_bits(ns, ns.dataset))
-    run = RunConfig(model=model, data=data, train=train_config(ns, ns.n_cond_classes is not None))
-    out = Path("results") / ns.model / time.strftime("%Y-%m-%d_%H-%M-%S", time.gmtime())
-    base, k = out, 1
+        raise PixelModelsError(f"--dataset: required for a new run; expected one of {FLAGS['dataset'][0]}")
+    info = DATASET_INFO[ns.dataset]
+    if ns.n_cond_classes not in (None, info.n_classes):
+        raise PixelModelsError(f"--n_cond_classes: {ns.dataset} has " + (
+            f"{info.n_classes} classes; found {ns.n_cond_classes}" if info.n_classes else "no class labels"))
+    if (ns.n_bits or 0) > info.n_bits:
+        raise PixelModelsError(f"--n_bits: {ns.dataset} has {info.n_bits} bits per sub-pixel; found {ns.n_bits}")
+    data = DataConfig(ns.dataset, data_dir(ns.data_path, ns.dataset), n_bits=ns.n_bits or min(N_BITS, info.n_bits))
+    model = ModelConfig(name=MODELS[ns.model], image_shape=(1, 1, 1), options=model_options(ns))
+    out = base = Path("results") / ns.model / time.strftime("%Y-%m-%d_%H-%M-%S", time.gmtime())
     while out.exists():  # two runs in the same second
-        k += 1
-        out = base.with_name(f"{base.name}_{k}")
-    return run, out
+        out = base.with_name(f"{base.name}_{int(out.name[len(base.name) + 1:] or 1) + 1}")
+    return RunConfig(model, data, train_config(ns, ns.n_epochs, ns.n_cond_classes is not None)), out, None
 
 
-def restored_run(ns: argparse.Namespace, given: dict) -> tuple[RunConfig, Path]:
-    """The run in the directory of ``--restore_file``; a given flag that contradicts it is an error."""
-    path = ns.restore_file
-    out = path if path.is_dir() else path.parent
-    if not path.exists():
-        raise PixelModelsError(f"--restore_file: {path}: no such file")
+def restored_run(ns, given: dict) -> tuple[RunConfig, Path, dict]:
+    """The run in the directory of ``--restore_file``, for ``--n_epochs`` more epochs, and its training state;
+    a given flag that contradicts the run is an error."""
+    out = ns.restore_file if ns.restore_file.is_dir() else ns.restore_file.parent
+    if not ns.restore_file.exists():
+        raise PixelModelsError(f"--restore_file: {ns.restore_file}: no such file")
     raw = read_config(out / ckpt.CONFIG)
     if not isinstance(raw.get("model"), dict):
         raise PixelModelsError(f"--restore_file: {out / ckpt.CONFIG} was not written by pixelmodels (the original "
@@ -250,111 +190,79 @@ def restored_run(ns: argparse.Namespace, given: dict) -> tuple[RunConfig, Path]:
     stored = RunConfig.from_dict(raw)
     if MODELS[ns.model] != stored.model.name:
         raise PixelModelsError(f"MODEL: {out} holds a {stored.model.name} run; found {ns.model}")
-    options, flags = model_options(ns)
-    for flag, key in flags.items():
+    options = model_options(ns)
+    for flag, (*_, key) in MODEL_FLAGS[ns.model][1].items():
         if flag in given and options[key] != stored.model.options.get(key):
             raise PixelModelsError(f"--{flag}: the run in {out} has {key}={stored.model.options.get(key)!r}; "
-                                   f"found {getattr(ns, flag)!r} (leave model flags out when restoring)")
-    dataset = stored.data.dataset
-    if "dataset" in given and ns.dataset != dataset:
-        raise PixelModelsError(f"--dataset: the run in {out} was trained on {dataset}; found {ns.dataset}")
-    if "n_bits" in given and ns.n_bits != stored.model.n_bits:
-        raise PixelModelsError(f"--n_bits: the run in {out} models {stored.model.n_bits}-bit images; found {ns.n_bits}")
-    if "n_cond_classes" in given and ns.n_cond_classes != stored.model.n_classes:
-        raise PixelModelsError(f"--n_cond_classes: the run in {out} has n_classes={stored.model.n_classes}; "
-                               f"found {ns.n_cond_classes}")
-    data = dataclasses.replace(stored.data, data_dir=data_dir(ns.data_path, dataset)) if ns.data_path \
-        else stored.data
-    return RunConfig(model=stored.model, data=data,
-                     train=train_config(ns, stored.model.n_classes is not None)), out
+                                   f"found {given[flag]!r} (leave model flags out when restoring)")
+    for flag, value, words in (("dataset", stored.data.dataset, "was trained on {}"),
+                               ("n_bits", stored.model.n_bits, "models {}-bit images"),
+                               ("n_cond_classes", stored.model.n_classes, "has n_classes={}")):
+        if flag in given and given[flag] != value:
+            raise PixelModelsError(f"--{flag}: the run in {out} {words.format(value)}; found {given[flag]}")
+    data = dataclasses.replace(stored.data, data_dir=data_dir(ns.data_path, stored.data.dataset)
+                               or stored.data.data_dir)
+    state = ckpt.load_state(out / ckpt.STATE)
+    return RunConfig(stored.model, data, train_config(ns, state["epoch"] + ns.n_epochs, stored.model.n_classes
+                                                      is not None)), out, state
 
 
-# -- the work ------------------------------------------------------------------
-class MainTrainer(Trainer):
-    """A Trainer that evaluates and samples as the original: prints bits/dim, writes generation_sample_step_N.png."""
+class Reports(session.RunCallbacks):
+    """The original's reports: each evaluation printed, its grid written as generation_sample_step_N.png."""
 
-    def __init__(self, *args, n_samples: int, mini_data: bool, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.n_samples = n_samples
-        if mini_data:  # the original's quick runs: one batch of training images, evaluated on itself
-            t, n = self.train_set, self.run.train.batch_size
-            self.train_set = ImageDataset(t.images[:n], t.labels[:n], t.n_bits, t.n_classes, t.name, "train")
-            self.test_set = self.train_set
-
-    def test_bpd(self) -> float:
-        return evaluate(self.ema.model, self.test_set, self.run.train.eval_batch_size, self.device)
-
-    def evaluate_and_sample(self) -> dict:
-        record = super().evaluate_and_sample()
+    def on_evaluate(self, trainer: Trainer, record: dict) -> None:
         print(f"Evaluate bits per dim: {record['test_bpd']:.3f}")
-        self.write_samples()
-        return record
-
-    def write_samples(self) -> Path | None:
-        """The EMA weights' sample grid: one row of n_samples, or one per class for a conditional model."""
-        if self.n_samples == 0:
-            return None
-        model = self.ema.model
-        k = model.n_classes or 1
-        images, nrow = sample_grid(model, self.n_samples * k, self.run.train.seed)
-        path = save_grid(images, self.out / f"generation_sample_step_{self.step}.png", model.n_bits,
-                         nrow or self.n_samples)
-        if getattr(self, "writer", None) is not None:
-            self.writer.add_image("samples", make_grid(images, model.n_bits, nrow or self.n_samples), self.step,
-                                  dataformats="HWC")
-        return path
+        super().on_evaluate(trainer, record)
 
 
 def run_main(argv: list[str]) -> int:
     parser = build_parser()
-    ns = parser.parse_args(argv)
-    given = vars(build_parser(defaults=False).parse_args(argv))
+    ns, given = parser.parse_args(argv), vars(build_parser(defaults=False).parse_args(argv))
     if not (ns.train or ns.evaluate or ns.generate):
         parser.error("nothing to do: give --train, --evaluate and/or --generate")
     restoring = ns.restore_file is not None
-    run, out = restored_run(ns, given) if restoring else new_run(ns)
-    if run.model.name == "gated-pixelcnn" and run.model.options.get("weight_norm") \
-            and (not restoring or "norm_layer" in given):
+    try:
+        run, out, state = restored_run(ns, given) if restoring else new_run(ns)
+    except SettingError as e:  # named by the original's flag
+        flags = {field: f"--{f}" for f, (*_, field) in [*FLAGS.items(), *MODEL_FLAGS[ns.model][1].items()] if field}
+        raise SettingError(e.name, flags.get(e.name, e.flag), e.expected, e.found, e.allowed) from None
+    if run.model.options.get("weight_norm") and (not restoring or "norm_layer" in given):
         print(NORM_WARNING, file=sys.stderr)
-    trainer = build_trainer(run, out, resume=restoring, trainer_cls=MainTrainer, n_samples=ns.n_samples,
-                            mini_data=ns.mini_data)
-    if restoring:  # as the original: --n_epochs more epochs from where the run stopped
-        trainer.run = dataclasses.replace(trainer.run, train=dataclasses.replace(
-            trainer.run.train, epochs=trainer.epoch + ns.n_epochs))
-    print(f"results directory: {out}")
-    print(f"Model parameters: {sum(p.numel() for p in trainer.model.parameters()):,}")
-    record = None
-    if ns.train:
-        record = trainer.fit(command=["python", "main.py", *argv])
-    elif not restoring:  # evaluate / generate an untrained model, as the original allowed: keep it restorable
+    world, device = runs.setup_process(run.train)
+    train_set, test_set = runs.load_splits(run.data, device)
+    if ns.mini_data:  # the original's quick runs: one batch of training images, evaluated on itself
+        t, n = train_set, ns.batch_size
+        train_set = test_set = ImageDataset(t.images[:n], t.labels[:n], t.n_bits, t.n_classes, t.name, "train")
+    model, run = runs.build_run_model(run, train_set, device)
+    if state is not None:
+        runs.restore_rng(state, device)
+    trainer = Trainer(run, model, train_set, test_set, out, world=world, device=device, state=state)
+    reports = Reports(n_samples=ns.n_samples * (model.n_classes or 1), nrow=ns.n_samples,
+                      grid="generation_sample_step_{step}.png")
+    print(f"results directory: {out}\nModel parameters: {model.n_parameters():,}")
+    record = session.run_training(trainer, reports, ["python", "main.py", *argv]) if ns.train else None
+    if not (ns.train or restoring):  # evaluate / generate an untrained model, as the original allowed: restorable
         trainer.save()
     if ns.evaluate:
-        bpd = record["test_bpd"] if record is not None and record["step"] == trainer.step else trainer.test_bpd()
-        ckpt.write_json(out / "evaluation_test.json",
-                        {"split": "train[:batch_size]" if ns.mini_data else "test", "bits_per_dim": bpd,
-                         "n_images": len(trainer.test_set), "step": trainer.step, "weights": "ema"})
+        bpd = record["test_bpd"] if record is not None and record["step"] == trainer.step else \
+            evaluate(trainer.ema.model, trainer.test_set, run.train.eval_batch_size, device)
+        ckpt.write_json(out / "evaluation_test.json", {"split": "train[:batch_size]" if ns.mini_data else "test",
+                        "bits_per_dim": bpd, "n_images": len(test_set), "step": trainer.step, "weights": "ema"})
         print(f"Evaluate bits per dim: {bpd:.3f}")
     if ns.generate:
         path = out / f"generation_sample_step_{trainer.step}.png"
-        if not (record is not None and path.exists()):  # training's last evaluation wrote it already
-            path = trainer.write_samples()
+        if not (record is not None and path.exists()):  # else training's last evaluation wrote it
+            path = reports.write_grid(trainer)
         print(f"wrote {path}" if path else "--n_samples 0: no samples written")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2: a bad flag, a missing file, a mismatched run)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        return run_main(argv)
+        return run_command("main.py", run_main, sys.argv[1:] if argv is None else list(argv))
     except SystemExit as e:  # argparse: --help (0) or a bad flag (2, message already printed)
         return e.code if isinstance(e.code, int) else 2
-    except PixelModelsError as e:
-        print(f"main.py: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Training throughput: images/s, achieved FLOP/s against the machine's matmul peak, peak memory.
 
-One training step = forward, bits/dim loss (float32), backward, Adam step, as ``pixelmodels train`` runs
-it: bf16 is ``torch.autocast`` around the forward, ``--compile`` puts the model's forward under
+One training step = forward, bits/dim loss (float32), backward, Adam step: the library's
+``pixelmodels.training.train_step``, which ``pixelmodels train`` runs (without its EMA and schedule updates):
+bf16 is ``torch.autocast`` around the forward, ``--compile`` puts the model's forward under
 ``torch.compile`` (the head stays eager). Each (configuration, dtype) runs in a fresh subprocess:
 ``--warmup`` untimed steps (at least one when compiled: it compiles), then up to ``--steps`` timed steps
 (fewer once ``--max-seconds`` are spent; at least one); images/s = batch / median step. With ``--compile``
@@ -47,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
@@ -147,6 +147,7 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
     from torch.utils.flop_counter import FlopCounterMode
 
     from pixelmodels import create_model
+    from pixelmodels.training import train_step, training_loss
 
     torch.set_num_threads(threads)
     device_type = torch.device(device).type
@@ -159,12 +160,9 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
     x = batch_of(model, cfg.batch, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     compiled = torch.compile(model) if compile else None
-    scale = math.log(2) * c * h * w
 
-    def loss_of(net, x):
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
-            params = net(x)
-        return model.head.nll(params.float(), x).sum() / (scale * len(x))  # bits/dim, float32
+    def loss_of(net, x):  # bits/dim, float32; dtype is a precision of pixelmodels: fp32 or bf16 (autocast)
+        return training_loss(model, x, net=net, precision=dtype)
 
     with FlopCounterMode(display=False, custom_mapping=extra_flops()) as counter:
         loss_of(model, x[:1]).backward()  # images are independent: FLOPs grow linearly with the batch
@@ -173,12 +171,8 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
     if device_type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
-    def step(net):
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_of(net, x)
-        loss.backward()
-        optimizer.step()
-        return loss
+    def step(net) -> float:
+        return train_step(model, x, optimizer=optimizer, net=net, precision=dtype)[0]
 
     def timed(fn, *args):
         sync(device)
@@ -212,7 +206,7 @@ def run_config(cfg: Config, dtype: str, device: str, threads: int, warmup: int, 
     else:
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     result = dict(images_per_s=cfg.batch / seconds, step_s=seconds, steps=n_steps, flops=flops,
-                  flops_per_s=flops / seconds, memory_mib=memory, loss=float(loss.detach()),
+                  flops_per_s=flops / seconds, memory_mib=memory, loss=loss,
                   parameters=model.n_parameters(), warmup_s=warmup_s, eval_images_per_s=cfg.batch / eval_s)
     if compile:
         result.update(compiled_images_per_s=cfg.batch / compiled_s[0],

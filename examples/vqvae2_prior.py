@@ -51,6 +51,7 @@ import torch.nn.functional as F
 
 import pixelmodels
 from pixelmodels.imageio import save_grid
+from pixelmodels.training import train_step
 from pixelmodels.vqvae import VectorQuantizer
 
 
@@ -102,21 +103,18 @@ class VQVAE2(nn.Module):
         return torch.sigmoid(self.logits(self.quant_t.lookup(top), self.quant_b.lookup(bottom)))
 
 
-def fit(name: str, model: nn.Module, loss_fn, n: int, steps: int, batch: int, lr: float, g: torch.Generator):
-    """Adam with a cosine-decayed learning rate; ``loss_fn(indices)`` gives the loss of a batch."""
+def fit(name: str, model: nn.Module, step_fn, n: int, steps: int, batch: int, lr: float, g: torch.Generator):
+    """Adam with a cosine-decayed learning rate; ``step_fn(indices, optimizer)`` takes one optimizer step on
+    a batch and gives its loss: ``pixelmodels.training.train_step`` for a pixelmodels model."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     start = time.perf_counter()
     for step in range(1, steps + 1):
-        loss = loss_fn(torch.randint(n, (batch,), generator=g))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = step_fn(torch.randint(n, (batch,), generator=g), opt)
         sched.step()
         if step % max(1, steps // 4) == 0:
-            print(f"  {name} step {step}/{steps}: loss {loss.item():.4f} [{time.perf_counter() - start:.0f} s]",
-                  flush=True)
+            print(f"  {name} step {step}/{steps}: loss {loss:.4f} [{time.perf_counter() - start:.0f} s]", flush=True)
     return model.eval(), time.perf_counter() - start
 
 
@@ -204,11 +202,15 @@ def main() -> None:
     # 1. the two-level VQ-VAE
     vqvae = VQVAE2(args.top_codes, args.bottom_codes)
 
-    def vq_loss(idx):
+    def vq_step(idx, opt) -> float:
         logits, commitment = vqvae(ftr[idx])
-        return F.binary_cross_entropy_with_logits(logits, ftr[idx]) + 0.25 * commitment  # beta = 0.25 as in [1]
+        loss = F.binary_cross_entropy_with_logits(logits, ftr[idx]) + 0.25 * commitment  # beta = 0.25 as in [1]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
 
-    vqvae, t_vq = fit("vq-vae-2", vqvae, vq_loss, len(ftr), args.vqvae_steps, args.batch_size, 1e-3, g)
+    vqvae, t_vq = fit("vq-vae-2", vqvae, vq_step, len(ftr), args.vqvae_steps, args.batch_size, 1e-3, g)
     start_codes = time.perf_counter()
     (ttr, btr), (tte, bte) = vqvae.encode(ftr), vqvae.encode(fte)  # int64 (N, 7, 7), (N, 14, 14)
     recon = vqvae.decode(tte, bte)
@@ -241,10 +243,11 @@ def main() -> None:
     ttr, tte, btr, bte = ttr[:, None], tte[:, None], btr[:, None], bte[:, None]  # code maps (N, 1, h, w)
     top.initialize_from_data(ttr[:args.batch_size], ytr[:args.batch_size])  # PixelSNAIL's weight norm
     bottom.initialize_from_data(btr[:args.bottom_batch_size], cond=ttr[:args.bottom_batch_size, 0])
-    top, t_top = fit(f"top prior ({args.top_prior})", top, lambda i: top.bits_per_dim(ttr[i], ytr[i]).mean(),
+    top, t_top = fit(f"top prior ({args.top_prior})", top,
+                     lambda i, opt: train_step(top, ttr[i], ytr[i], optimizer=opt)[0],
                      len(ttr), args.top_steps, args.batch_size, args.lr, g)
     bottom, t_bottom = fit(f"bottom prior ({args.bottom_prior})", bottom,
-                           lambda i: bottom.bits_per_dim(btr[i], cond=ttr[i, 0]).mean(),
+                           lambda i, opt: train_step(bottom, btr[i], cond=ttr[i, 0], optimizer=opt)[0],
                            len(btr), args.bottom_steps, args.bottom_batch_size, args.lr, g)
     start_eval = time.perf_counter()
     bpd_top, bpd_bottom = bits_per_dim(top, tte, yte), bits_per_dim(bottom, bte, cond=tte[:, 0])

@@ -43,24 +43,22 @@ import torch.nn.functional as F
 
 import pixelmodels
 from pixelmodels.imageio import save_grid
+from pixelmodels.training import train_step
 from pixelmodels.vqvae import VQVAE
 
 
-def fit(name: str, model: nn.Module, loss_fn, n: int, steps: int, batch: int, lr: float, g: torch.Generator):
-    """Adam with a cosine-decayed learning rate; ``loss_fn(indices)`` gives the loss of a batch."""
+def fit(name: str, model: nn.Module, step_fn, n: int, steps: int, batch: int, lr: float, g: torch.Generator):
+    """Adam with a cosine-decayed learning rate; ``step_fn(indices, optimizer)`` takes one optimizer step on
+    a batch and gives its loss: ``pixelmodels.training.train_step`` for a pixelmodels model."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     start = time.perf_counter()
     for step in range(1, steps + 1):
-        loss = loss_fn(torch.randint(n, (batch,), generator=g))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = step_fn(torch.randint(n, (batch,), generator=g), opt)
         sched.step()
         if step % max(1, steps // 5) == 0 or step == steps:
-            print(f"  {name} step {step}/{steps}: loss {loss.item():.4f} [{time.perf_counter() - start:.0f} s]",
-                  flush=True)
+            print(f"  {name} step {step}/{steps}: loss {loss:.4f} [{time.perf_counter() - start:.0f} s]", flush=True)
     return model.eval(), time.perf_counter() - start
 
 
@@ -83,11 +81,15 @@ def part1(args, data, device, g) -> None:
 
     vqvae = VQVAE(args.n_codes, args.code_dim).to(device)
 
-    def vq_loss(idx):
+    def vq_step(idx, opt) -> float:
         logits, _, commitment = vqvae(ftr[idx])
-        return F.binary_cross_entropy_with_logits(logits, ftr[idx]) + 0.25 * commitment
+        loss = F.binary_cross_entropy_with_logits(logits, ftr[idx]) + 0.25 * commitment
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
 
-    vqvae, t_vq = fit("vq-vae", vqvae, vq_loss, len(ftr), args.vqvae_steps, args.batch_size, 1e-3, g)
+    vqvae, t_vq = fit("vq-vae", vqvae, vq_step, len(ftr), args.vqvae_steps, args.batch_size, 1e-3, g)
     start = time.perf_counter()
     ctr, cte = vqvae.encode(ftr), vqvae.encode(fte)  # int64 (N, 7, 7)
     recon = torch.cat([vqvae.decode(cte[i:i + 1000]) for i in range(0, len(cte), 1000)])
@@ -117,7 +119,7 @@ def part1(args, data, device, g) -> None:
     ytr_d, yte_d = ytr.to(device), yte.to(device)
     prior.initialize_from_data(ctr[:args.batch_size], ytr_d[:args.batch_size])  # PixelSNAIL's weight norm
     prior, t_prior = fit(f"prior ({args.prior})", prior,
-                         lambda idx: prior.bits_per_dim(ctr[idx], ytr_d[idx]).mean(),
+                         lambda idx, opt: train_step(prior, ctr[idx], ytr_d[idx], optimizer=opt)[0],
                          len(ctr), args.prior_steps, args.batch_size, args.lr, g)
     bpd = bits_per_dim(prior, cte, yte_d)
     print(f"prior ({args.prior}, {prior.n_parameters():,} parameters): test bits/dim over codes {bpd:.4f} "
@@ -142,7 +144,8 @@ def part2(args, data, device, g) -> None:
     lte = F.avg_pool2d(xte[:args.eval_limit].float().div(255), 4).to(device)
     model = pixelmodels.create_model("gated-pixelcnn", image_shape=(1, 28, 28), n_bits=args.n_bits,
                                      cond_shape=(1, 7, 7), preset="small").to(device)
-    model, t_train = fit("super-resolution", model, lambda idx: model.bits_per_dim(qtr[idx], cond=ltr[idx]).mean(),
+    model, t_train = fit("super-resolution", model,
+                         lambda idx, opt: train_step(model, qtr[idx], cond=ltr[idx], optimizer=opt)[0],
                          len(qtr), args.superres_steps, args.superres_batch_size, args.lr, g)
     start = time.perf_counter()
     true_bpd = bits_per_dim(model, qte, cond=lte)

@@ -159,7 +159,7 @@ def export(name: str, description: str, dataset: str, command: str, run: Path, d
     import pixelmodels
     from pixelmodels import checkpoint as ckpt
     from pixelmodels.devices import describe_machine
-    from pixelmodels.evaluation import sample_grid
+    from pixelmodels.app.samples import sample_grid
     from pixelmodels.imageio import save_grid
     from pixelmodels.vqvae import load_vqvae
 

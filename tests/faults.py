@@ -18,6 +18,7 @@ import sys
 import torch
 
 from pixelmodels import checkpoint
+from pixelmodels.app.session import RunCallbacks
 from pixelmodels.training import Trainer
 
 
@@ -26,8 +27,8 @@ def die() -> None:
 
 
 def install(spec: str, patch=None) -> None:
-    """Patch the Trainer and the checkpoint writer for ``spec``; ``patch(obj, name, value)`` sets an
-    attribute (pytest's ``monkeypatch.setattr``; default: ``setattr`` for the life of the process)."""
+    """Patch the Trainer, the run's callbacks and the checkpoint writer for ``spec``; ``patch(obj, name, value)``
+    sets an attribute (pytest's ``monkeypatch.setattr``; default: ``setattr`` for the life of the process)."""
     patch = patch or setattr
     for item in filter(None, (part.strip() for part in spec.split(";"))):
         kind, _, arg = item.partition("@")
@@ -60,15 +61,15 @@ def poison_attempts(patch, attempts: set[int]) -> None:
 
 
 def kill_after_step(patch, step: int) -> None:
-    """SIGKILL once the optimizer step count reaches ``step`` (checked after every batch, as a signal is)."""
-    check = Trainer._stop_if_signalled
+    """SIGKILL once the optimizer step count reaches ``step`` (asked after every batch, as for a signal)."""
+    should_stop = RunCallbacks.should_stop
 
-    def checked(self):
-        if self.step == step:
+    def checked(self, trainer):
+        if trainer.step == step:
             die()
-        check(self)
+        return should_stop(self, trainer)
 
-    patch(Trainer, "_stop_if_signalled", checked)
+    patch(RunCallbacks, "should_stop", checked)
 
 
 def kill_mid_save(patch, save: int) -> None:

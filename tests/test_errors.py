@@ -62,13 +62,17 @@ def snapshot(folder: Path) -> dict:
 
 
 def refused(argv, capsys, *words) -> str:
-    """Run the CLI, expect exit 2 and one line on stderr holding every one of ``words``."""
+    """Run the CLI, expect exit 2 and one error line on stderr holding every one of ``words`` (after what a
+    run that started said: what it read, its start line)."""
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err, err
     err = err.split("\r")[-1].strip()  # after a progress bar's last redraw
-    assert len(err.splitlines()) == 1, err
+    assert sum(": error: " in line for line in err.splitlines()) == 1, err
+    started = argv[0] == "train" and err.count("\n") == 1 and " on " in err.splitlines()[0]
+    assert len(err.splitlines()) == 1 or started, err
+    err = err.splitlines()[-1]
     assert err.startswith(f"pixelmodels {argv[0]}: error: "), err
     for word in words:
         assert word in err, f"{word!r} not in {err!r}"

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 import pixelmodels
 from pixelmodels.imageio import make_grid
-from pixelmodels.evaluation import sample_grid
+from pixelmodels.app.samples import sample_grid
 
 from cachecheck import assert_cache_matches_full_pass, perturbed
 from formats import write_mnist

@@ -166,7 +166,7 @@ def test_a_skipped_step_changes_no_weight(tmp_path, data, monkeypatch):
                     DataConfig("fashion-mnist", str(data)), TrainConfig(batch_size=4, device="cpu"))
     trainer = Trainer(run, tmp_path / "t")
     trainer.out.mkdir()
-    x, y, _ = trainer._batch(next(trainer.batches(0)))
+    x, y, _ = trainer.batch(next(trainer.batches(0)))
     faults.install("nan@1", monkeypatch.setattr)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     ema = [p.detach().clone() for p in trainer.ema.model.parameters()]

@@ -1,16 +1,23 @@
-"""The pieces of the training loop: EMA, schedule, evaluation."""
+"""The pieces of the training loop: EMA, schedule, evaluation, the time budget; and what the run layer adds
+around it: signals, the start line, progress and the report."""
 
 import json
 import math
+import re
+import signal
+import time
 
 import pytest
 import torch
 
 import pixelmodels
+from pixelmodels import checkpoint as ckpt
 from pixelmodels.evaluation import evaluate
 from pixelmodels.devices import resolve_device
 from pixelmodels.app.runs import resolve_train_config
-from pixelmodels.training import EMA, Trainer, lr_factor
+from pixelmodels.app.session import RunCallbacks, run_training, stop_rule
+from pixelmodels.settings import MAX_COUNT
+from pixelmodels.training import EMA, Callbacks, Trainer, lr_factor
 from pixelmodels.config import DataConfig, RunConfig, TrainConfig
 from pixelmodels.data import ImageDataset
 from pixelmodels.errors import PixelModelsError
@@ -78,8 +85,9 @@ def tiny_trainer(out, n_train: int = 64, resume: bool = False, **train) -> Train
     model = pixelmodels.create_model("gated-pixelcnn", image_shape=(1, 8, 8), n_bits=2, preset="tiny")
     cfg = resolve_train_config(TrainConfig(**{"batch_size": 16, "n_samples": 0, "device": "cpu", **train}),
                                "gated-pixelcnn")
+    state = ckpt.load_state(out / ckpt.STATE) if resume else None
     return Trainer(RunConfig(model.config, DataConfig(), cfg), model, bars(n_train, 1), bars(256, 2), out,
-                   resume=resume)
+                   state=state)
 
 
 def test_ema_warm_up_makes_the_average_as_good_as_the_weights_after_a_hundred_steps(tmp_path):
@@ -123,7 +131,7 @@ class FakeScaler:
 def test_a_step_the_fp16_scaler_skips_moves_neither_schedule_ema_nor_step_count(tmp_path):
     trainer = tiny_trainer(tmp_path, log_every=1, lr_decay=0.5)
     trainer.scaler = FakeScaler(skip=True)
-    x, y, _ = trainer._batch(next(trainer.batches(0)))
+    x, y, _ = trainer.batch(next(trainer.batches(0)))
     weights = [p.detach().clone() for p in trainer.model.parameters()]
     ema = [p.detach().clone() for p in trainer.ema.model.parameters()]
     lr = trainer.sched.get_last_lr()[0]
@@ -198,7 +206,7 @@ def test_the_schedules_the_trainer_runs(tmp_path):
     plain = tiny_trainer(tmp_path / "e", lr=0.1, lr_decay=0.5)
     assert isinstance(plain.sched, torch.optim.lr_scheduler.ExponentialLR)  # as every run before had it
     trainer = tiny_trainer(tmp_path / "c", lr=0.1, lr_schedule="cosine", warmup_steps=2, max_steps=6)
-    x, y, _ = trainer._batch(next(trainer.batches(0)))
+    x, y, _ = trainer.batch(next(trainer.batches(0)))
     seen = []
     for _ in range(6):
         seen.append(trainer.opt.param_groups[0]["lr"])
@@ -220,3 +228,82 @@ def test_eval_every_steps_evaluates_within_an_epoch_and_the_last_step_is_saved(t
     assert torch.load(tmp_path / "training_state.pt", weights_only=True)["step"] == 6
     resumed = tiny_trainer(tmp_path, resume=True)
     assert resumed.step == 6
+
+
+def test_max_minutes_holds_with_the_evaluations_inside_it(tmp_path, monkeypatch):
+    """A fake clock: a training step takes 1 s, an evaluation (its callbacks included) 3 s; --max-minutes 1. With
+    epochs of 4 steps, each due for evaluation (--eval-every 1), the first evaluation comes at a tenth of the
+    budget (6 s: step 6), the next when 27 s (nine evaluations) have passed since, at an epoch's end (step 36,
+    at 39 s), and training stops when a step and the final evaluation would no longer fit (step 51, at 57 s)."""
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    step = Trainer.train_step
+
+    def one_second(self, *args, **kwargs):
+        now[0] += 1.0
+        return step(self, *args, **kwargs)
+
+    class Evaluations(Callbacks):
+        def __init__(self):
+            self.steps = []
+
+        def on_evaluate(self, trainer, record):
+            now[0] += 3.0
+            self.steps.append(record["step"])
+
+    monkeypatch.setattr(Trainer, "train_step", one_second)
+    trainer, evaluations = tiny_trainer(tmp_path, max_minutes=1.0, eval_every=1), Evaluations()
+    assert trainer.run.train.epochs == MAX_COUNT  # --max-minutes alone is the limit
+    last = trainer.fit(evaluations)
+    assert evaluations.steps == [6, 36, 51] and last["step"] == trainer.step == 51
+    assert now[0] == 60.0  # the budget, the final evaluation included
+
+
+def test_the_trainer_installs_no_signal_handler_and_the_run_layer_restores_them(tmp_path):
+    seen = []
+
+    class Look(RunCallbacks):
+        def on_step(self, trainer, *args):
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    before = signal.getsignal(signal.SIGTERM)
+    tiny_trainer(tmp_path / "library", max_steps=1).fit(Look(progress=False))
+    run_training(tiny_trainer(tmp_path / "run", max_steps=1), Look(progress=False), ["train", "x"])
+    assert seen[0] == before and seen[1].__func__ is RunCallbacks.on_signal
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert not (tmp_path / "library" / "command.txt").exists()
+    assert (tmp_path / "run" / "command.txt").read_text() == "train x\n"
+
+
+def test_training_says_what_runs_shows_its_progress_and_reports(tmp_path, monkeypatch, capsys):
+    from pixelmodels.app.cli import main
+
+    write_mnist(tmp_path / "data", "train", n=24, seed=1)
+    write_mnist(tmp_path / "data", "test", n=4, seed=2)
+    monkeypatch.setenv("PIXELMODELS_NO_DOWNLOAD", "1")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "gated-pixelcnn", "--preset", "tiny", "--dataset", "fashion-mnist",
+                 "--data-dir", str(tmp_path / "data"), "--batch-size", "8", "--max-steps", "1", "--n-samples", "0",
+                 "--device", "cpu", "--precision", "fp32", "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    parameters = pixelmodels.load(out).n_parameters()
+    assert (f"gated-pixelcnn (preset tiny, {parameters:,} parameters) on fashion-mnist: 24 train and 4 test 8-bit "
+            "images (1, 28, 28); cpu, fp32, batch 8; training runs to step 1 (--max-steps)\n") in printed.err
+    assert re.search(r"^test bits/dim \(EMA weights\): \d+\.\d{4} after 1 step$", printed.out, re.M)
+
+    class Look(RunCallbacks):
+        def on_step(self, trainer, *args):
+            super().on_step(trainer, *args)
+            seen.append((self.bar.n, self.bar.total, self.bar.postfix))
+
+    seen, trainer = [], tiny_trainer(tmp_path / "bar", max_steps=3)
+    run_training(trainer, Look(progress=True), ["train"])
+    assert [s[:2] for s in seen] == [(1, 3), (2, 3), (3, 3)]
+    assert re.fullmatch(r"loss \d\.\d{3} bits/dim, [\d,]+ images/s", seen[0][2])  # no evaluation yet
+    assert "training" in capsys.readouterr().err  # the bar, on stderr
+    assert stop_rule(trainer.run.train, 64) == "training runs to step 3 (--max-steps)"
+    assert stop_rule(resolve_train_config(TrainConfig(max_minutes=1), "gated-pixelcnn"), 64) == \
+        "training runs 1 minute (--max-minutes, evaluation included)"
+    assert stop_rule(resolve_train_config(TrainConfig(epochs=2, max_minutes=2.5), "gated-pixelcnn"), 64) == \
+        "training stops after 2 epochs, 4 batches (--epochs), or after 2.5 minutes (--max-minutes, evaluation " \
+        "included) if that comes first"

@@ -7,7 +7,7 @@ A run directory holds
 * ``model.safetensors``: the EMA weights, what users load;
 * ``training_state.pt``: raw weights, optimizer, schedule, EMA, the counters
   (``COUNTERS``) and RNG states, tensors and plain data only, read with
-  ``weights_only=True``; ``training_state`` builds it, ``restore_training_state``
+  ``weights_only=True``; ``training_state`` builds it, ``Trainer.load_state_dict``
   loads it back.
 
 Every file is written atomically: a temporary file in the same directory,
@@ -168,26 +168,6 @@ def training_state(model, ema_model, optimizer, scheduler, counters: dict[str, i
     if device is not None and device.type == "cuda":
         state["rng_cuda"] = torch.cuda.get_rng_state(device)
     return state
-
-
-def restore_training_state(path: str | Path, model, ema_model, optimizer, scheduler, *, scaler=None,
-                           device: torch.device | None = None) -> dict[str, int]:
-    """Load the training state at ``path`` into these objects and the RNGs; return its ``COUNTERS``.
-
-    A state written before EMA updates were counted had one per optimizer step: ``ema_updates = step``.
-    """
-    state = load_state(path, map_location=device or "cpu")
-    load_state_dict_checked(model, state["model"], path)
-    load_state_dict_checked(ema_model, state["ema"], path)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and "scaler" in state:
-        scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["rng_cpu"].cpu())
-    if device is not None and device.type == "cuda" and "rng_cuda" in state:
-        torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
-    return {"step": state["step"], "epoch": state["epoch"], "batch_in_epoch": state["batch_in_epoch"],
-            "ema_updates": state.get("ema_updates", state["step"])}
 
 
 def model_config_of(run_dir: str | Path) -> ModelConfig:

@@ -1,4 +1,4 @@
-"""Measuring a model: bits per dimension over a dataset, and the periodic sample grid."""
+"""Measuring a model: bits per dimension over a dataset."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import torch
 
 from pixelmodels.devices import autocast
 from pixelmodels.distributed import World, all_reduce_sum, shard
-from pixelmodels.errors import PixelModelsError
 from pixelmodels.likelihoods import bits_per_dim
-from pixelmodels.sampling import sample
 
 
 @torch.no_grad()
@@ -37,22 +35,3 @@ def evaluate(model, dataset, batch_size: int = 256, device=None, limit: int | No
     total = all_reduce_sum(total, world)
     return bits_per_dim(total.item(), n * math.prod(model.image_shape))
 
-
-def sample_grid(model, n_samples: int, seed: int, batch_size: int | None = None, cond=None,
-                temperature: float = 1.0):
-    """Samples for a grid: one row per class for a conditional model. Returns (images, images per row).
-
-    A model with ``cond_shape`` takes the conditions from ``cond`` (e.g. a test set's), the first one
-    for each image of a row."""
-    device = next(model.parameters()).device
-    gen = torch.Generator(device).manual_seed(seed)
-    per_class = max(1, math.ceil(n_samples / model.n_classes)) if model.n_classes else n_samples
-    y = torch.arange(model.n_classes, device=device).repeat_interleave(per_class) if model.n_classes else None
-    n = per_class * (model.n_classes or 1)
-    if model.cond_shape is not None:
-        if cond is None or len(cond) == 0:
-            raise PixelModelsError(f"sample grid: the model is conditional on cond_shape {model.cond_shape}; "
-                                   "found no conditions to sample with")
-        cond = cond[torch.arange(per_class).repeat(model.n_classes or 1) % len(cond)].to(device)
-    images = sample(model, n, y, cond, generator=gen, batch_size=batch_size, temperature=temperature)
-    return images, (per_class if model.n_classes else None)

@@ -1,9 +1,12 @@
 """The training loop: optimizer, polyak (EMA) weights, the learning-rate schedule, mixed precision,
-DistributedDataParallel, periodic evaluation and sample grids, logs and resumable checkpoints.
+DistributedDataParallel, periodic evaluation of test bits/dim, the metrics log and resumable checkpoints.
 
-The loop is handed built objects; ``runs.build_trainer`` sets up the process, loads the data and builds
-the model. The data order of epoch e is a permutation drawn from a generator seeded with (seed, e), so a
-run resumed from a checkpoint taken in the middle of an epoch skips exactly the batches it already trained on.
+:func:`train_step` is one optimizer step on a batch (the benchmarks and examples call it too); the
+:class:`Trainer` runs it over a dataset. The Trainer is handed built objects (``runs.build_trainer`` builds
+them) and, to continue a run, the training state to start from; what a program shows or writes besides
+metrics and checkpoints (progress, sample grids, TensorBoard), and when it stops early (signals), goes
+through :class:`Callbacks`. The data order of epoch e is a permutation drawn from a generator seeded with
+(seed, e), so a run resumed in the middle of an epoch skips exactly the batches it already trained on.
 """
 
 from __future__ import annotations
@@ -11,26 +14,21 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import itertools
 import json
 import math
-import signal
-import threading
 import time
 from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from pixelmodels import checkpoint as ckpt
-from pixelmodels import distributed
 from pixelmodels.config import RunConfig, TrainConfig
-from pixelmodels.settings import MAX_COUNT
-from pixelmodels.distributed import World, all_reduce_sum, shard
-from pixelmodels.errors import PixelModelsError, TrainingInterrupted
 from pixelmodels.devices import autocast, resolve_precision
-from pixelmodels.evaluation import evaluate, sample_grid
-from pixelmodels.imageio import make_grid, save_grid
+from pixelmodels.distributed import World, all_reduce_sum, shard
+from pixelmodels.errors import PixelModelsError
+from pixelmodels.evaluation import evaluate
 from pixelmodels.likelihoods import bits_per_dim
 
 
@@ -83,25 +81,142 @@ class EMA:
         self.updates += 1
 
 
+# -- one step ---------------------------------------------------------------------------------------------------
+def training_loss(model, x, y=None, cond=None, *, net=None, precision: str = "fp32", world: World = World(),
+                  n_global: int | None = None) -> torch.Tensor:
+    """The loss of a batch: its mean bits/dim, a float32 scalar with gradients.
+
+    ``net(x, y, cond)`` runs the network (default ``model``; a DistributedDataParallel or compiled wrapper of
+    it) under ``precision``'s autocast; the head's NLL is taken in float32. Under torchrun ``x`` is this rank's
+    part of a global batch of ``n_global`` images (default ``len(x)``): the loss is its sum over the global
+    batch's size, times the world size, so that DDP's gradient average is the global batch's mean.
+    """
+    with autocast(x.device, precision):
+        params = (model if net is None else net)(x, y, cond)
+    nll = model.head.nll(params.float(), x).sum(dim=(1, 2))  # (B,) nats
+    return bits_per_dim(nll.sum() * world.size / (n_global or len(x)), math.prod(model.image_shape))
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler=None) -> bool:
+    """``optimizer.step()``, through fp16's GradScaler; False when the scaler skipped it for inf/NaN gradients,
+    which shows as a lower scale after ``update()`` (as Accelerate's ``optimizer_step_was_skipped`` tells)."""
+    if scaler is None:
+        optimizer.step()
+        return True
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    return scaler.get_scale() >= scale
+
+
+def train_step(model, x, y=None, cond=None, *, optimizer: torch.optim.Optimizer, net=None, precision: str = "fp32",
+               scaler=None, grad_clip: float = 0.0, world: World = World(), n_global: int | None = None
+               ) -> tuple[float, bool]:
+    """One optimizer step of ``model`` on a batch of its inputs ``x`` (with labels ``y`` and condition ``cond``
+    where it takes them): :func:`training_loss`, backward, gradient clipping to norm ``grad_clip`` (0: none),
+    ``optimizer.step()`` (through ``scaler``, fp16's GradScaler, where given).
+
+    Returns (the global batch's mean bits/dim, whether the optimizer stepped). A non-finite loss changes nothing
+    (no backward, no step); fp16's scaler skips the step for inf/NaN gradients. Either way: (loss, False).
+    """
+    model.train()
+    loss = training_loss(model, x, y, cond, net=net, precision=precision, world=world, n_global=n_global)
+    bpd = all_reduce_sum(loss.detach(), world).item() / world.size
+    if not math.isfinite(bpd):
+        return bpd, False
+    optimizer.zero_grad(set_to_none=True)
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    return bpd, optimizer_step(optimizer, scaler)
+
+
+# -- the loop ---------------------------------------------------------------------------------------------------
+class Callbacks:
+    """The Trainer's events, for the program around it; this base does nothing. ``should_stop`` is asked on
+    every process (training stops when one says so), the others are called on the main one only."""
+
+    def on_step(self, trainer: Trainer, bpd: float, images: int, seconds: float) -> None:
+        """After each batch: its bits/dim (not finite for a skipped step), its number of images, its seconds."""
+
+    def on_record(self, trainer: Trainer, record: dict) -> None:
+        """Each record as it is appended to ``metrics.jsonl``."""
+
+    def on_evaluate(self, trainer: Trainer, record: dict) -> None:
+        """After each evaluation (``record`` holds ``test_bpd``) of the EMA weights, ``trainer.ema.model``."""
+
+    def should_stop(self, trainer: Trainer) -> bool:
+        """Asked after every batch, its checkpoint and its evaluation: True saves a checkpoint and stops."""
+        return False
+
+
+class Budget:
+    """``--max-minutes``: the wall-clock seconds of a session, evaluations, sample grids and checkpoints included.
+
+    An evaluation that is due runs only once a tenth of the budget, and nine times the last evaluation's
+    duration, have passed since the previous one ended; the first runs at a tenth of the budget whether due or
+    not, which times the final one. Training stops when the next step, the final evaluation and a checkpoint
+    (each as long as the last one took) would no longer fit. Without a limit, every due evaluation runs.
+    """
+
+    def __init__(self, minutes: float | None):
+        self.seconds = None if minutes is None else 60.0 * minutes
+        self.start = self.last_end = time.perf_counter()
+        self.eval_seconds: float | None = None
+        self.save_seconds = 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def may_evaluate(self) -> bool:
+        if self.seconds is None:
+            return True
+        gap = max(self.seconds / 10, 9 * (self.eval_seconds or 0.0))
+        return time.perf_counter() - self.last_end >= gap
+
+    def must_evaluate(self) -> bool:
+        return self.seconds is not None and self.eval_seconds is None and self.elapsed() >= self.seconds / 10
+
+    def out_of_time(self, step_seconds: float) -> bool:
+        reserve = step_seconds + (self.eval_seconds or 0.0) + self.save_seconds
+        return self.seconds is not None and self.elapsed() + reserve > self.seconds
+
+    def timed(self, fn, kind: str):
+        """``fn()``, its seconds kept as the last ``kind`` ("eval" or "save") took."""
+        start = time.perf_counter()
+        result = fn()
+        end = time.perf_counter()
+        setattr(self, f"{kind}_seconds", end - start)
+        if kind == "eval":
+            self.last_end = end
+        return result
+
+
 class Trainer:
-    """Trains ``model`` into the run directory ``out``; usually ``runs.build_trainer(run, out).fit()``.
+    """Trains ``model`` into the run directory ``out``: metrics.jsonl, config.json and checkpoints
+    (``model.safetensors`` with the EMA weights, ``training_state.pt``); usually ``runs.build_trainer``.
 
     ``run`` is resolved (``run.model`` is ``model.config``; ``runs.resolve_train_config`` filled ``run.train``).
-    Under ``torchrun`` every rank builds a Trainer:
-    ``batch_size`` is the global batch, each rank trains on its part of it through DistributedDataParallel,
-    and only rank 0 writes anything.
+    A new run (no ``state``) starts with the model's data-dependent initialization on its first global batch;
+    ``state`` (a ``training_state.pt`` as :func:`pixelmodels.checkpoint.load_state` reads it) continues one
+    where it stopped. Under ``torchrun`` every rank builds a Trainer: ``batch_size`` is the global batch, each
+    rank trains on its part of it through DistributedDataParallel, and only rank 0 writes anything. It sets
+    no process-wide state: signal handlers, and on resume the random number generators' states, are the
+    program's (``session.RunCallbacks``, ``runs.restore_rng``).
     """
 
     def __init__(self, run: RunConfig, model, train_set, test_set, out: str | Path, *, world: World = World(),
-                 device: torch.device | None = None, resume: bool = False, progress: bool | None = None):
-        self.out, self.world, self.progress = Path(out), world, progress
+                 device: torch.device | None = None, state: dict | None = None):
+        self.out, self.world = Path(out), world
         self.device = device or next(model.parameters()).device
         t = dataclasses.replace(run.train, precision=resolve_precision(run.train.precision, self.device))
         self.run = run = dataclasses.replace(run, train=t)  # config.json records the precision that ran
         self.model, self.train_set, self.test_set = model, train_set, test_set
         self.channels_last = self.device.type == "cuda" if t.channels_last is None else t.channels_last
-        if not resume:  # every rank initializes on the same whole first batch
-            self.model.initialize_from_data(*self._batch(next(self.batches(0)), whole=True))
+        if state is None:  # every rank initializes on the same whole first batch
+            self.model.initialize_from_data(*self.batch(next(self.batches(0)), whole=True))
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.opt = (torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=t.adam_betas) if t.optimizer == "adam"
@@ -110,43 +225,55 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
         self.ema = EMA(self.model, t.ema, warmup=t.ema_warmup)
         self.step = self.epoch = self.batch_in_epoch = self.bad_steps = 0
-        if resume:
-            counters = ckpt.restore_training_state(self.out / ckpt.STATE, self.model, self.ema.model, self.opt,
-                                                   self.sched, scaler=self.scaler, device=self.device)
-            self.step, self.epoch, self.batch_in_epoch, self.ema.updates = (counters[k] for k in ckpt.COUNTERS)
+        if state is not None:
+            self.load_state_dict(state)
         self.net = self.model if not self.world.distributed else DistributedDataParallel(
             self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.eval_forward = self.ema.model
         if t.compile:
             self.net, self.eval_forward = torch.compile(self.net), torch.compile(self.ema.model)
-        self.writer = None  # opened by fit(): constructing a Trainer writes nothing
-        self.stop_signal = None
+        self.callbacks = Callbacks()  # fit's, while it runs
+        self.budget = Budget(t.max_minutes)  # fit's time budget (--max-minutes), started by fit
+
+    # -- state and checkpoints --------------------------------------------------
+    def state_dict(self) -> dict:
+        """What ``training_state.pt`` holds (:func:`pixelmodels.checkpoint.training_state`)."""
+        counters = dict(zip(ckpt.COUNTERS, (self.step, self.epoch, self.batch_in_epoch, self.ema.updates)))
+        return ckpt.training_state(self.model, self.ema.model, self.opt, self.sched, counters, scaler=self.scaler,
+                                   device=self.device)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state``: weights, EMA, optimizer, schedule, gradient scaler and counters. Its random
+        number generator states are the program's to restore (they are process-wide). A state written before
+        EMA updates were counted had one per optimizer step."""
+        source = self.out / ckpt.STATE
+        ckpt.load_state_dict_checked(self.model, state["model"], source)
+        ckpt.load_state_dict_checked(self.ema.model, state["ema"], source)
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.ema.updates = state.get("ema_updates", state["step"])
 
     def save(self) -> None:
         """Write config, EMA weights and the full training state, each atomically (rank 0 only)."""
         if not self.world.main:
             return
-        counters = dict(zip(ckpt.COUNTERS, (self.step, self.epoch, self.batch_in_epoch, self.ema.updates)))
-        state = ckpt.training_state(self.model, self.ema.model, self.opt, self.sched, counters, scaler=self.scaler,
-                                    device=self.device)
         ckpt.write_json(self.out / ckpt.CONFIG, self.run.to_dict())
         ckpt.save_weights(self.out / ckpt.WEIGHTS, self.ema.model.state_dict())
-        ckpt.save_state(self.out / ckpt.STATE, state)
+        ckpt.save_state(self.out / ckpt.STATE, self.state_dict())
 
-    # -- logging ------------------------------------------------------------
     def log(self, record: dict) -> None:
-        """Append ``record`` to metrics.jsonl as strict JSON (a non-finite number is written null)."""
+        """Append ``record`` to metrics.jsonl as strict JSON (a non-finite number is written null), rank 0."""
         if not self.world.main:
             return
         strict = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(strict, allow_nan=False) + "\n")
-        if self.writer is not None:
-            for key, value in record.items():
-                if key not in ("step", "epoch") and isinstance(value, (int, float)):
-                    self.writer.add_scalar(key, value, record["step"])
+        self.callbacks.on_record(self, record)
 
-    # -- the loop -----------------------------------------------------------
+    # -- data and steps ---------------------------------------------------------
     def batches(self, epoch: int):
         """Index tensors of the global batches of ``epoch``, in the order fixed by (seed, epoch)."""
         t = self.run.train
@@ -154,9 +281,9 @@ class Trainer:
         perm = torch.randperm(len(self.train_set), generator=gen)
         return iter(perm.split(t.batch_size))
 
-    def _batch(self, idx: torch.Tensor, whole: bool = False):
-        """(x, y, cond) of this rank's part of a global batch (of all of it when ``whole``); y and cond are
-        None when the model takes no labels or no condition."""
+    def batch(self, idx: torch.Tensor, whole: bool = False):
+        """(x, y, cond) of this rank's part of the global batch ``idx`` (of all of it when ``whole``) on the
+        device; y and cond are None when the model takes no labels or no condition."""
         idx = idx if whole else shard(idx, self.world)
         idx = idx.to(self.train_set.images.device)
         x = self.train_set.images[idx].to(self.device, non_blocking=True)
@@ -166,24 +293,17 @@ class Trainer:
         cond = self.train_set.cond[idx.cpu()].to(self.device) if self.model.cond_shape else None
         return x, y, cond
 
-    def train_step(self, x, y, cond=None, n_global: int | None = None) -> float:
-        """One optimizer step on this rank's images; returns the global batch's mean bits/dim.
+    def train_step(self, x, y=None, cond=None, n_global: int | None = None) -> float:
+        """:func:`train_step` on this rank's images with the run's settings, then the Trainer's part; returns
+        the global batch's mean bits/dim.
 
-        ``n_global`` is the size of the global batch (default: ``len(x)``). A non-finite loss changes no
-        weight: the step is skipped and counted, and ``max_bad_steps`` of them in a row stop training. A step
-        that fp16's gradient scaler skips is no bad step (the scaler is finding its scale), and moves neither
-        the schedule, the EMA nor ``self.step``. Either way the batch is used up (the data order goes on):
-        ``self.step`` counts optimizer updates, ``batch_in_epoch`` batches.
+        A non-finite loss is a bad step: logged and counted, and ``max_bad_steps`` of them in a row stop
+        training. A step that fp16's gradient scaler skips is no bad step (the scaler is finding its scale).
+        Neither moves the schedule, the EMA nor ``self.step``, which counts optimizer updates.
         """
         t = self.run.train
-        n_global = n_global or len(x)
-        self.model.train()
-        with autocast(self.device, t.precision):
-            params = self.net(x, y, cond)
-        nll = self.model.head.nll(params.float(), x).sum(dim=(1, 2))
-        # The sum over this rank's images, scaled so that DDP's gradient average is the global batch mean.
-        loss = bits_per_dim(nll.sum() * self.world.size / n_global, math.prod(self.model.image_shape))
-        bpd = all_reduce_sum(loss.detach(), self.world).item() / self.world.size
+        bpd, stepped = train_step(self.model, x, y, cond, optimizer=self.opt, net=self.net, precision=t.precision,
+                                  scaler=self.scaler, grad_clip=t.grad_clip, world=self.world, n_global=n_global)
         if not math.isfinite(bpd):
             self.bad_steps += 1
             self.log({"step": self.step, "epoch": self.epoch, "bad_step": self.bad_steps, "train_bpd": bpd})
@@ -194,128 +314,86 @@ class Trainer:
                     f"them and the last checkpoint in {self.out} is intact. Try a lower --lr or --precision fp32")
             return bpd
         self.bad_steps = 0
-        self.opt.zero_grad(set_to_none=True)
-        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
-        if self.scaler is not None:
-            self.scaler.unscale_(self.opt)
-        if t.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-        if self._optimizer_step():
+        if stepped:
             self.sched.step()
             self.ema.update(self.model)
             self.step += 1
         return bpd
 
-    def _optimizer_step(self) -> bool:
-        """``opt.step()``, through fp16's GradScaler; False when the scaler skipped it for inf/NaN gradients,
-        which shows as a lower scale after ``update()`` (as Accelerate's ``optimizer_step_was_skipped`` tells)."""
-        if self.scaler is None:
-            self.opt.step()
-            return True
-        scale = self.scaler.get_scale()
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        return self.scaler.get_scale() >= scale
-
-    def evaluate_and_sample(self) -> dict:
-        """Test bits/dim (all ranks) and a sample grid (rank 0) from the EMA weights."""
+    def evaluate(self) -> float:
+        """Test bits/dim of the EMA weights under the run's precision (every rank takes part)."""
         t = self.run.train
-        bpd = evaluate(self.ema.model, self.test_set, t.eval_batch_size, self.device, t.eval_limit,
-                       forward=self.eval_forward, precision=t.precision, world=self.world)
-        record = {"step": self.step, "epoch": self.epoch, "test_bpd": bpd}
+        return evaluate(self.ema.model, self.test_set, t.eval_batch_size, self.device, t.eval_limit,
+                        forward=self.eval_forward, precision=t.precision, world=self.world)
+
+    def _evaluate(self) -> dict:
+        record = {"step": self.step, "epoch": self.epoch, "test_bpd": self.evaluate()}
         self.log(record)
-        if t.n_samples > 0 and self.world.main and not self.model.n_codes:  # a grid of images only
-            images, nrow = sample_grid(self.ema.model, t.n_samples, t.seed, cond=self.test_set.cond)
-            save_grid(images, self.out / "samples" / f"step_{self.step:07d}.png", self.model.n_bits, nrow)
-            if self.writer is not None:
-                grid = make_grid(images, self.model.n_bits, nrow)
-                self.writer.add_image("samples", grid, self.step, dataformats="HWC")
+        if self.world.main:
+            self.callbacks.on_evaluate(self, record)
         return record
 
-    def _on_signal(self, signum, frame) -> None:
-        """SIGTERM and SIGINT set a flag; the loop saves a checkpoint at the end of the step and stops."""
-        self.stop_signal = signum
+    def _any(self, *flags: bool) -> list[bool]:
+        """Each flag true on every rank where it is true on one, so that all ranks act together."""
+        if not self.world.distributed:
+            return list(flags)
+        summed = all_reduce_sum(torch.tensor([float(f) for f in flags], device=self.device), self.world)
+        return (summed > 0).tolist()
 
-    def _stop_if_signalled(self) -> None:
-        if distributed.any_rank(self.stop_signal is not None, self.world, self.device):
-            self.save()
-            name = signal.Signals(self.stop_signal or signal.SIGTERM).name
-            raise TrainingInterrupted(f"{name} received: checkpoint saved at step {self.step} in {self.out}; "
-                                      f"continue with --resume {self.out}", self.stop_signal or signal.SIGTERM)
-
-    def fit(self, command: list[str] | None = None) -> dict:
-        """Train until ``epochs`` (or ``max_steps`` / ``max_minutes``); return the last evaluation record.
-        ``command``, the command line that started this session, is appended to ``command.txt``."""
-        t = self.run.train
+    # -- fit --------------------------------------------------------------------
+    def fit(self, callbacks: Callbacks | None = None) -> dict | None:
+        """Train until ``epochs``, ``max_steps`` or ``max_minutes`` (:class:`Budget`); return the last
+        evaluation record, or None when ``callbacks.should_stop`` stopped training (after a checkpoint)."""
+        self.callbacks = callbacks or Callbacks()
         if self.world.main:
             self.out.mkdir(parents=True, exist_ok=True)
             ckpt.write_json(self.out / ckpt.CONFIG, self.run.to_dict())
-            if command is not None:
-                with open(self.out / "command.txt", "a") as f:
-                    f.write(" ".join(command) + "\n")
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(str(self.out / "tensorboard"))
-            except ImportError:  # tensorboard is optional
-                pass
-        handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        self.budget = Budget(self.run.train.max_minutes)
         try:
-            return self._loop(t)
+            return self._fit(self.budget)
         finally:
-            for s, h in handlers.items():
-                signal.signal(s, h)
-            if self.writer is not None:
-                self.writer.close()
+            self.callbacks = Callbacks()
 
-    def _loop(self, t: TrainConfig) -> dict:
+    def _fit(self, budget: Budget) -> dict | None:
+        t = self.run.train
         n_batches = math.ceil(len(self.train_set) / t.batch_size)
-        record = None
-        self.train_seconds = 0.0
-
-        def done() -> bool:
-            return (t.max_steps is not None and self.step >= t.max_steps) or (
-                t.max_minutes is not None and self.train_seconds >= 60 * t.max_minutes)
-
-        while self.epoch < t.epochs and not done():
-            of = f"/{t.epochs}" if t.epochs < MAX_COUNT else ""  # no limit of epochs: --max-steps is the limit
-            bar = tqdm(total=n_batches, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}{of}",
-                       disable=(None if self.progress is None else not self.progress) if self.world.main else True,
-                       leave=False, dynamic_ncols=True)
-            running, tick = None, time.perf_counter()
-            for b, idx in enumerate(self.batches(self.epoch)):
-                if b < self.batch_in_epoch:
-                    continue
+        if n_batches and self.batch_in_epoch >= n_batches:  # saved at an epoch's last batch, or at a larger batch
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        record, finished, tick = None, t.max_steps is not None and self.step >= t.max_steps, time.perf_counter()
+        while self.epoch < t.epochs and n_batches and not finished:
+            for idx in itertools.islice(self.batches(self.epoch), self.batch_in_epoch, None):
                 start, step = time.perf_counter(), self.step
-                bpd = self.train_step(*self._batch(idx), n_global=len(idx))
-                self.train_seconds += time.perf_counter() - start
-                self.batch_in_epoch = b + 1
+                bpd = self.train_step(*self.batch(idx), n_global=len(idx))
+                seconds = time.perf_counter() - start
                 stepped = self.step > step  # not after a non-finite loss or a step fp16's scaler skipped
-                if math.isfinite(bpd):
-                    running = bpd if running is None else 0.98 * running + 0.02 * bpd
-                    bar.set_postfix(bpd=f"{running:.3f}")
-                bar.update(1)
+                self.batch_in_epoch += 1
+                if self.world.main:
+                    self.callbacks.on_step(self, bpd, len(idx), seconds)
                 if stepped and self.step % t.log_every == 0:
                     now = time.perf_counter()
                     self.log({"step": self.step, "epoch": self.epoch, "train_bpd": bpd,
                               "lr": self.sched.get_last_lr()[0],
                               "images_per_sec": t.log_every * len(idx) / max(now - tick, 1e-9)})
                     tick = now
-                if stepped and t.checkpoint_every_steps and self.step % t.checkpoint_every_steps == 0:
+                epoch_end = self.batch_in_epoch == n_batches
+                if epoch_end:
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                if epoch_end or stepped and t.checkpoint_every_steps and self.step % t.checkpoint_every_steps == 0:
+                    budget.timed(self.save, "save")
+                due = (epoch_end and (self.epoch % t.eval_every == 0 or self.epoch == t.epochs)) or \
+                    (stepped and t.eval_every_steps and self.step % t.eval_every_steps == 0)
+                may, must = (True, False) if budget.seconds is None else \
+                    self._any(budget.may_evaluate(), budget.must_evaluate())
+                if (due and may) or must:
+                    record = budget.timed(self._evaluate, "eval")
+                stop, out_of_time = self._any(self.callbacks.should_stop(self), budget.out_of_time(seconds))
+                if stop:
                     self.save()
-                if stepped and t.eval_every_steps and self.step % t.eval_every_steps == 0:
-                    record = self.evaluate_and_sample()
-                self._stop_if_signalled()
-                if done():
+                    return None
+                finished = out_of_time or (t.max_steps is not None and self.step >= t.max_steps)
+                if finished:
                     break
-            bar.close()
-            if self.batch_in_epoch >= n_batches:
-                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                if self.epoch % t.eval_every == 0 or self.epoch == t.epochs:
-                    record = self.evaluate_and_sample()
-                self.save()
         if record is None or record["step"] != self.step:
-            record = self.evaluate_and_sample()
+            record = self._evaluate()
         self.save()
         return record

@@ -1,14 +1,16 @@
-"""Resolving a run: from a ``RunConfig`` to the process, data, model and settings a ``Trainer`` is given,
-and from a run directory (or a shipped model) to the model and the data a command uses.
+"""Resolving a training run, and opening the model and data a command uses.
 
-This is the entry point's work (seeds, deterministic mode, torchrun's process group, datasets, the
-model), kept out of the training loop; ``train(run, out)`` is the whole of it.
+From a ``RunConfig`` to the process, data, model and training state a ``Trainer`` is given (seeds,
+deterministic mode, torchrun's process group, random number generators on resume: the entry point's
+work, kept out of the training loop); ``train(run, out)`` builds it and runs it in a session
+(:mod:`pixelmodels.app.session`). From a run directory (or a shipped model) to the model and the data a
+command uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import os
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +19,7 @@ import torch
 
 from pixelmodels import checkpoint as ckpt
 from pixelmodels import distributed
+from pixelmodels.app.session import RunCallbacks, run_training
 from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig, read_config
 from pixelmodels.data import DATASET_INFO, list_datasets, load_dataset
 from pixelmodels.distributed import World
@@ -60,9 +63,9 @@ def resolve_model_config(model: ModelConfig, dataset, conditional: bool) -> Mode
 def resolve_train_config(train: TrainConfig, model_name: str) -> TrainConfig:
     """Fill the settings left at None with the model family's preferred values.
 
-    Epochs left at None: 1, or no limit of epochs when ``max_steps`` is set, which is then the limit (as
-    Hugging Face's Trainer takes ``max_steps`` over ``num_train_epochs``); with both set, the first reached
-    stops training (:func:`stop_rule` says which).
+    Epochs left at None: 1, or no limit of epochs when ``max_steps`` or ``max_minutes`` is set, which is then
+    the limit (as Hugging Face's Trainer takes ``max_steps`` over ``num_train_epochs``); with several set, the
+    first reached stops training (:func:`stop_rule` says which).
     """
     defaults = get_spec(model_name).train_defaults
     filled = {k: (defaults.get(k) if v is None and k in defaults else v) for k, v in dataclasses.asdict(train).items()}
@@ -71,37 +74,23 @@ def resolve_train_config(train: TrainConfig, model_name: str) -> TrainConfig:
     if filled["grad_clip"] is None:
         filled["grad_clip"] = 0.0
     if filled["epochs"] is None:
-        filled["epochs"] = 1 if filled["max_steps"] is None else MAX_COUNT
+        filled["epochs"] = 1 if filled["max_steps"] is None and filled["max_minutes"] is None else MAX_COUNT
     return TrainConfig(**filled)  # which checks every value through its declaration
-
-
-def stop_rule(train: TrainConfig, n_train: int) -> str | None:
-    """Which limit of a resolved ``train`` ends training over ``n_train`` images, in one line, when more than
-    one could (``--epochs`` and ``--max-steps``: the first reached; ``--max-minutes``); None when one alone can."""
-    limited = train.epochs < MAX_COUNT  # else --max-steps alone bounds the steps
-    if sum((limited, train.max_steps is not None, train.max_minutes is not None)) < 2:
-        return None
-    batches = math.ceil(n_train / train.batch_size) * train.epochs
-    if limited and (train.max_steps is None or batches < train.max_steps):
-        line = (f"training stops after {train.epochs} epoch{'s' * (train.epochs != 1)}, {batches} batches "
-                f"(--epochs{'' if train.max_steps is None else f'; --max-steps is {train.max_steps}'})")
-    else:
-        line = (f"training stops after {train.max_steps} steps "
-                f"(--max-steps{f'; --epochs {train.epochs} is {batches} batches' if limited else ''})")
-    if train.max_minutes is not None:
-        line += f", or after {train.max_minutes:g} minutes of training (--max-minutes) if that comes first"
-    return line
 
 
 def new_run(model: str | None, preset: str = "default", options: dict | None = None, data: dict | None = None,
             train: dict | None = None) -> RunConfig:
     """The ``RunConfig`` of a new run of family ``model`` from the settings given (each checked by its
-    declaration, the model's options by its family's); the image shape comes from the data at the start."""
+    declaration, the model's options by its family's; a relative ``data_dir`` made absolute); the image
+    shape comes from the data at the start."""
     if model is None:
         raise PixelModelsError(f"--model: required for a new run; expected one of {list_models()}")
     resolve_options(model, preset, options or {})
+    data = dict(data or {})
+    if data.get("data_dir") is not None:  # absolute, so the run works from any directory
+        data["data_dir"] = os.path.abspath(os.path.expanduser(data["data_dir"]))
     return RunConfig(ModelConfig(name=model, image_shape=(1, 1, 1), preset=preset, options=options or {}),
-                     DataConfig(**(data or {})), TrainConfig(**(train or {})))
+                     DataConfig(**data), TrainConfig(**(train or {})))
 
 
 def default_run_dir(run: RunConfig) -> Path:
@@ -119,14 +108,14 @@ def resumed_run(run_dir: str | Path, train: dict, *, model: str | None = None, p
                 options: dict | None = None, data: dict | None = None) -> RunConfig:
     """The run in ``run_dir`` with the training settings ``train`` changed.
 
-    A resumed run keeps its model and data, so any other change is refused. ``max_steps`` given
-    without ``epochs`` is the limit, as for a new run.
+    A resumed run keeps its model and data, so any other change is refused. ``max_steps`` or ``max_minutes``
+    given without ``epochs`` is the limit, as for a new run.
     """
     stored = read_run(run_dir)
     if model not in (None, stored.model.name) or preset is not None or options or data:
         raise PixelModelsError(f"--resume: {run_dir} is a {stored.model.name} run; only training flags "
                                "(--epochs, --max-steps, --lr, ...) can change on resume")
-    if "max_steps" in train and "epochs" not in train:
+    if ("max_steps" in train or "max_minutes" in train) and "epochs" not in train:
         train = {**train, "epochs": None}
     return dataclasses.replace(stored, train=dataclasses.replace(stored.train, **train))
 
@@ -164,36 +153,57 @@ def on_device(dataset, device: torch.device):
     return dataset
 
 
-def build_trainer(run: RunConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-                  progress: bool | None = None, trainer_cls: type[Trainer] = Trainer, **options) -> Trainer:
-    """Set up the process, load the data, build the model and hand them to a ``Trainer`` (``trainer_cls``,
-    given ``options`` too).
+def load_splits(data: DataConfig, device: torch.device) -> tuple:
+    """The train split of ``data`` (kept on ``device`` where it fits, :func:`on_device`) and its test split,
+    checked against each other (:func:`check_splits`)."""
+    train_set = on_device(load_data(data, "train"), device)
+    test_set = load_data(data, "test")
+    check_splits(train_set, test_set)
+    return train_set, test_set
+
+
+def build_run_model(run: RunConfig, train_set, device: torch.device) -> tuple:
+    """The model of ``run`` for the data of ``train_set``, on ``device``, and ``run`` resolved: its model config
+    the model's, its training settings filled with the family's defaults (:func:`resolve_train_config`)."""
+    model = build_model(resolve_model_config(run.model, train_set, run.train.conditional)).to(device)
+    return model, RunConfig(model=model.config, data=run.data, train=resolve_train_config(run.train, run.model.name))
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    """Set the random number generators (process-wide state) as they were when the training state ``state``
+    was saved, so that a resumed run draws what an uninterrupted one would have drawn (dropout)."""
+    torch.set_rng_state(state["rng_cpu"].cpu())
+    if device.type == "cuda" and "rng_cuda" in state:
+        torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
+
+
+def build_trainer(run: RunConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> Trainer:
+    """Set up the process, load the data, build the model (with ``resume``, load the training state in ``out``)
+    and hand them to a ``Trainer``.
 
     A new run (not ``resume``) refuses an ``out`` that holds a run, unless ``overwrite``: then that run is
     removed, once the new run's data and model are known to be good.
     """
+    from pixelmodels.app.outputs import check_run_dir
+
     out = Path(out)
-    holds_run = not resume and (out / ckpt.CONFIG).exists()
-    if holds_run and not overwrite:
-        raise PixelModelsError(f"--out: {out} already holds a run; use --resume {out} to continue it "
-                               "or --overwrite to replace it")
+    holds_run = check_run_dir(out, resume, overwrite)  # before any work: a folder it can write, not a run unless asked
     world, device = setup_process(run.train)
-    train_set = on_device(load_data(run.data, "train"), device)
-    test_set = load_data(run.data, "test")
-    check_splits(train_set, test_set)
-    model = build_model(resolve_model_config(run.model, train_set, run.train.conditional)).to(device)
-    run = RunConfig(model=model.config, data=run.data, train=resolve_train_config(run.train, run.model.name))
+    train_set, test_set = load_splits(run.data, device)
+    model, run = build_run_model(run, train_set, device)
+    state = ckpt.load_state(out / ckpt.STATE, map_location=device) if resume else None
+    if state is not None:
+        restore_rng(state, device)
     if holds_run and world.main:
         shutil.rmtree(out)
-    return trainer_cls(run, model, train_set, test_set, out, world=world, device=device, resume=resume,
-                       progress=progress, **options)
+    return Trainer(run, model, train_set, test_set, out, world=world, device=device, state=state)
 
 
 def train(run: RunConfig, out: str | Path, resume: bool = False, progress: bool | None = None,
           overwrite: bool = False) -> dict:
-    """Train a run described by ``run`` into directory ``out`` (``overwrite``: replacing a run there);
-    returns the final test record."""
-    return build_trainer(run, out, resume=resume, overwrite=overwrite, progress=progress).fit()
+    """Train a run described by ``run`` into directory ``out`` (``overwrite``: replacing a run there), as
+    ``pixelmodels train`` does; returns the final test record."""
+    return run_training(build_trainer(run, out, resume=resume, overwrite=overwrite), RunCallbacks(progress))
 
 
 # -- the model and data a command uses: a run directory or a shipped model ----------------------
