@@ -1,11 +1,13 @@
 """check_causality and ``pixelmodels check``: every family passes with every kind of condition; planted leaks (a
-pixel to the right, a later channel of the pixel, another image of the batch) are caught and located."""
+pixel to the right, a later channel of the pixel, another image of the batch) are caught and located, in a model
+and in a plain network written without pixelmodels (a sub-pixel that sees itself, batch statistics too)."""
 
 import itertools
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import pixelmodels
 from pixelmodels import check_causality, create_model, list_models
@@ -179,7 +181,7 @@ def test_given_inputs_labels_and_condition_in_float32():
     (dict(tolerance=float("nan")), "tolerance: expected a number >= 0"),
     (dict(tolerance="0"), "tolerance: expected a number >= 0"),
     (dict(positions=1), "positions: expected an integer from 2 to 36 (the first and the last pixel are always "
-                        "among them), or None for every position; found 1"),
+                        "among them) or None (every position), found 1"),
     (dict(positions=37), "found 37"),
     (dict(probes=("jacobian",)), "probes: expected a non-empty tuple of ('gradient', 'perturbation')"),
     (dict(modes=()), "modes: expected a non-empty tuple"),
@@ -199,9 +201,160 @@ def test_bad_input_is_a_clear_one_line_error(kw, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_something_that_is_not_a_model_is_a_clear_error():
-    with pytest.raises(PixelModelsError, match="model: expected a pixelmodels model .*found Linear"):
+def test_something_that_is_neither_a_model_nor_a_network_is_a_clear_error():
+    with pytest.raises(PixelModelsError, match=r"model: expected a pixelmodels model .* or a network \(an nn.Module "
+                       r"or a callable of float images \(B, C, H, W\)\), found str"):
+        check_causality("pixelcnn")
+    with pytest.raises(PixelModelsError, match="image_shape: a network's images are not known; give "
+                       r"image_shape=\(C, H, W\) or an example batch x"):
         check_causality(torch.nn.Linear(2, 2))
+
+
+# -- plain networks: float images (B, C, H, W) in, outputs (B, C, H, W) or (B, F, C, H, W) out ------------------
+def plain_mask(out_groups, in_groups, k: int, centre: str) -> torch.Tensor:
+    """(out, in, k, k): the taps before the centre in raster order, and at the centre the input groups before the
+    output's ("A"), up to it ("B"), or every group ("all")."""
+    mask = torch.zeros(len(out_groups), len(in_groups), k, k)
+    mask[:, :, : k // 2] = 1
+    mask[:, :, k // 2, : k // 2] = 1
+    rule = {"A": in_groups[None] < out_groups[:, None], "B": in_groups[None] <= out_groups[:, None],
+            "all": torch.ones(len(out_groups), len(in_groups), dtype=torch.bool)}[centre]
+    mask[:, :, k // 2, k // 2] = rule.float()
+    return mask
+
+
+class PlainPixelCNN(torch.nn.Module):
+    """A PixelCNN written with plain torch (no pixelmodels): a k x k mask-A convolution, a 1x1 mask-B one, then
+    the logits (B, F, C, H, W) of F values per sub-pixel (``features=None``: one output per sub-pixel,
+    (B, C, H, W)); ``batch_norm`` after the first layer."""
+
+    def __init__(self, c=3, k=5, hidden=12, features=4, batch_norm=False):
+        super().__init__()
+        groups = torch.arange(hidden) * c // hidden
+        out = torch.arange((features or 1) * c) % c  # output f * C + c is sub-pixel c's
+        self.shape, self.features = c, features
+        self.first = torch.nn.Parameter(0.3 * torch.randn(hidden, c, k, k))
+        self.hidden = torch.nn.Parameter(0.3 * torch.randn(hidden, hidden, 1, 1))
+        self.out = torch.nn.Parameter(0.3 * torch.randn(len(out), hidden, 1, 1))
+        self.register_buffer("first_mask", plain_mask(groups, torch.arange(c), k, "A"))
+        self.register_buffer("hidden_mask", plain_mask(groups, groups, 1, "B"))
+        self.register_buffer("out_mask", plain_mask(out, groups, 1, "B"))
+        self.norm = torch.nn.BatchNorm2d(hidden) if batch_norm else torch.nn.Identity()
+
+    def forward(self, x):
+        h = torch.tanh(self.norm(F.conv2d(x, self.first * self.first_mask, padding=self.first.shape[-1] // 2)))
+        h = torch.tanh(F.conv2d(h, self.hidden * self.hidden_mask))
+        out = F.conv2d(h, self.out * self.out_mask)  # (B, F * C, H, W)
+        return out if self.features is None else out.view(len(x), self.features, self.shape, *x.shape[2:])
+
+
+def with_centre(net, centre: str, rows=None):
+    """``net`` whose first layer's centre tap follows ``centre`` ("B": a sub-pixel sees itself) for the hidden
+    features ``rows`` (default: all)."""
+    groups = torch.arange(net.first.shape[0]) * net.shape // net.first.shape[0]
+    mask = plain_mask(groups, torch.arange(net.shape), net.first.shape[-1], centre)
+    rows = slice(None) if rows is None else rows
+    net.first_mask[rows] = mask[rows]
+    return net
+
+
+@pytest.mark.parametrize("features", [4, None])
+@pytest.mark.parametrize("c", [1, 3])
+def test_a_plain_causal_network_passes(features, c):
+    net = PlainPixelCNN(c, features=features)
+    report = check_causality(net, image_shape=(c, H, W))
+    assert report.ok and report.max_leak == 0 and not report.leaks
+    assert report.dependence.shape == (c, H, W) and report.dependence.eq(0).all()
+    assert report.summary() == (f"causal: no output depends on an input it must not ({c * H * W} outputs x 2 "
+                                "probes x train/eval; largest forbidden dependence 0)")
+    x = torch.rand(3, c, H, W)  # an example batch, in float32
+    assert check_causality(net, x, dtype=torch.float32, tolerance=1e-6).ok
+    double = PlainPixelCNN(c, features=features).double()
+    assert check_causality(lambda images: double(images), image_shape=(c, H, W)).ok  # a function: called as is
+
+
+def test_a_later_pixel_is_caught_and_located_in_a_plain_network():
+    net = PlainPixelCNN(3)
+    net.first_mask[:, :, 2, 3] = 1  # the tap right of the centre: every feature sees the pixel to its right
+    report = check_causality(net, image_shape=(3, H, W))
+    found = located(report)
+    assert found and all((i2, j2) == (i, j + 1) for _, i, j, _, i2, j2 in found)
+    assert {(c, 3, 4) for c in range(3)} <= {(c, i, j) for c, i, j, *_ in found}
+    assert report.dependence[:, :, -1].eq(0).all() and report.batch_leak == 0
+    for probe, mode in itertools.product(PROBES, MODES):
+        assert report.within[probe, mode] > 0, (probe, mode)
+    assert report.summary().startswith("LEAK: output (channel ")
+
+    shifted = check_causality(lambda x: torch.roll(x, -1, dims=-1), image_shape=(2, H, W))  # x[.., j + 1]
+    expected = {(c, i, j, c, i, j + 1) for c in range(2) for i in range(H) for j in range(W - 1)}
+    assert located(shifted) == expected and shifted.n_leaking == len(expected)
+    assert check_causality(lambda x: F.pad(x, (1, 0))[..., :-1], image_shape=(2, H, W)).ok  # x[.., j - 1]
+
+
+def test_a_later_channel_of_the_pixel_is_caught_and_located_in_a_plain_network():
+    net = PlainPixelCNN(3)
+    red = torch.arange(12) * 3 // 12 == 0
+    net.first_mask[red, 1, 2, 2] = 1  # R's features see G of their own pixel
+    report = check_causality(net, image_shape=(3, H, W))
+    # R, and G through R's features, see G of their own pixel; B may see R and G
+    expected = {(c, i, j, 1, i, j) for c in (0, 1) for i in range(H) for j in range(W)}
+    found = located(report)
+    assert found <= expected and (0, 2, 3, 1, 2, 3) in found and len(found) > len(expected) // 2
+    assert report.dependence[2].eq(0).all() and report.batch_leak == 0
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_a_sub_pixel_that_sees_itself_is_caught_and_located_in_a_plain_network(c):
+    net = with_centre(PlainPixelCNN(c, features=None), "B")  # the first layer's centre: mask B, not A
+    report = check_causality(net, image_shape=(c, H, W))
+    found = located(report)
+    assert found <= {(g, i, j, g, i, j) for g in range(c) for i in range(H) for j in range(W)}
+    assert {(g, 1, 4, g, 1, 4) for g in range(c)} <= found and report.batch_leak == 0
+
+
+def test_a_plain_network_that_mixes_the_batch_is_caught_in_train_mode_only():
+    net = PlainPixelCNN(3, batch_norm=True).train()  # batch statistics in train mode, running ones in eval
+    running = net.norm.running_mean.clone()
+    report = check_causality(net, image_shape=(3, H, W))
+    assert all(report.across[probe, "train"] > 0 for probe in PROBES)
+    assert all(report.across[probe, "eval"] == 0 == report.within[probe, "eval"] for probe in PROBES)
+    assert report.summary().startswith("LEAK across the batch: an image's outputs depend on another image's input: ")
+    assert net.training and torch.equal(net.norm.running_mean, running)  # a copy was checked
+
+
+def test_a_plain_linear_layer_over_each_row_leaks_everywhere():
+    report = check_causality(torch.nn.Linear(W, W), image_shape=(1, H, W))  # mixes every row's columns
+    assert not report.ok and report.n_leaking == H * W and report.batch_leak == 0
+
+
+@pytest.mark.parametrize("net,message", [
+    (lambda x: x.flatten(1), "found (64, 108)"),
+    (lambda x: x.repeat(1, 10, 1, 1), "found (64, 30, 6, 6)"),
+    (lambda x: x[:, None].transpose(1, 2), "found (64, 3, 1, 6, 6)"),
+    (lambda x: (x, x), "found a tuple"),
+    (lambda x: x.long(), "found a torch.int64 tensor of shape (64, 3, 6, 6)"),
+])
+def test_a_plain_network_with_outputs_of_neither_layout_is_a_clear_error(net, message):
+    with pytest.raises(PixelModelsError) as e:
+        check_causality(net, image_shape=(3, H, W))
+    assert str(e.value) == ("model: expected output (B, C, H, W) or (B, F, C, H, W) for input (B, C, H, W) = "
+                            f"(64, 3, 6, 6), {message}")
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(x=torch.zeros(2, 3, H, W, dtype=torch.long)), "x: expected a float batch (B, C, H, W) for a network, "
+     "found a torch.int64 tensor of shape (2, 3, 6, 6)"),
+    (dict(x=torch.zeros(3, H, W)), "found a torch.float32 tensor of shape (3, 6, 6)"),
+    (dict(x=torch.zeros(2, 3, H, W), image_shape=(1, H, W)),
+     "image_shape: expected None or x's (C, H, W) (3, 6, 6), found (1, 6, 6)"),
+    (dict(image_shape=(3, H)), "image_shape: expected (C, H, W), three positive integers, found (3, 6)"),
+    (dict(image_shape=(3, H, W), y=torch.tensor([0])), "y: a plain network takes images only"),
+    (dict(image_shape=(3, H, W), positions=99), "positions: expected an integer from 2 to 36"),
+])
+def test_bad_arguments_for_a_plain_network_are_clear_one_line_errors(kw, message):
+    with pytest.raises(PixelModelsError) as e:
+        check_causality(PlainPixelCNN(3), **kw)
+    assert message in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.fixture
@@ -241,5 +394,5 @@ def test_the_check_command_passes_a_trained_run_and_fails_a_leaking_one(run, cap
     line = capsys.readouterr().out
     assert line.startswith("LEAK: output (channel 0, row ") and line.count("\n") == 1
     assert main(["check", str(run), "--positions", "0"]) == 2
-    assert "pixelmodels check: error: positions: expected" in capsys.readouterr().err
+    assert "pixelmodels check: error: --positions: expected an integer from 2 to 36" in capsys.readouterr().err
     assert pixelmodels.load(run).input_conv.mask[:, :, -1, -1].eq(0).all()  # the saved run is causal

@@ -1,4 +1,5 @@
-"""Model families and their registry: importing this package registers every family and its cached sampler."""
+"""Model families and their registry: importing this package registers every built-in family and its cached
+sampler; a model of your own subclasses ``AutoregressiveModel`` and calls ``register_model``."""
 
 from pixelmodels.models import (  # noqa: F401  (each registers itself)
     gated_pixelcnn,
@@ -12,7 +13,8 @@ from pixelmodels.models import (  # noqa: F401  (each registers itself)
     pixelsnail,
     pixelsnail_cache,
 )
-from pixelmodels.models.base import AutoregressiveModel, ModelOptions
-from pixelmodels.models.registry import REGISTRY, build_model, create_model, list_models
+from pixelmodels.models.base import AutoregressiveModel, ModelOptions, SamplingCache, register_cache
+from pixelmodels.models.registry import REGISTRY, build_model, create_model, import_models, list_models, register_model
 
-__all__ = ["AutoregressiveModel", "ModelOptions", "REGISTRY", "build_model", "create_model", "list_models"]
+__all__ = ["AutoregressiveModel", "ModelOptions", "REGISTRY", "SamplingCache", "build_model", "create_model",
+           "import_models", "list_models", "register_cache", "register_model"]

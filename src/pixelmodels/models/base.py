@@ -1,20 +1,20 @@
-"""The model contract: a causal network plus a likelihood head, and the cache protocol.
+"""The model contract: a causal network plus a likelihood head, and the cache protocol. It is public:
+a model of your own subclasses ``AutoregressiveModel`` (``docs/own_model.md``).
 
-``model(x, y, cond)`` maps integer inputs (what the dataset yields: images of
-``n_bits`` intensities, or maps of ``n_codes`` unordered codes) and the optional
-class labels and condition (a vector (B, D), a spatial map (B, D, h, w) or a map of
-discrete codes (B, h, w)) to
-distribution parameters at every position; ``model.log_prob`` and
-``model.bits_per_dim`` score them through the head. Subclasses implement
-``network(x_in, c)``: ``x_in`` is ``model.embed(x)`` (intensities scaled to
-[-1, 1], or a learned embedding of each code), ``c`` the ``Condition`` the
-model's one ``Conditioning`` component made (None when unconditional).
+``model(x, y, cond)`` maps integer inputs (what the dataset yields: images of ``n_bits`` intensities, or
+maps of ``n_codes`` unordered codes) and the optional class labels and condition (a vector (B, D), a
+spatial map (B, D, h, w) or a map of discrete codes (B, h, w)) to distribution parameters at every
+position; ``model.log_prob`` and ``model.bits_per_dim`` score them through the head. A subclass writes
+``network(x_in, c)``: ``x_in`` is ``model.embed(x)`` (intensities scaled to [-1, 1], or a learned
+embedding of each code), ``c`` the ``Condition`` the model's one ``Conditioning`` component made (None
+when unconditional). The checks, the head, the conditioning, sampling, scoring, training, saving and
+compression come with the base class.
 
-A family's cached sampler (``models/<family>_cache.py``) subclasses ``SamplingCache``
-and is declared the sampler of its model class by ``register_cache(PixelCNN, PixelCNNCache)``
-at the end of its file (that class's ``cache_class``); ``model.sampling_cache(n, y)`` builds one for a
-sampling run. ``ModelOptions`` holds the options every family has: the likelihood head and
-weight normalization.
+A family's cached sampler (``models/<family>_cache.py``) subclasses ``SamplingCache`` and is declared the
+sampler of its model class by ``register_cache(PixelCNN, PixelCNNCache)`` at the end of its file (that
+class's ``cache_class``); ``model.sampling_cache(n, y)`` builds one for a sampling run, or, for a model
+without one, a ``ReferenceCache`` (a full pass per step: exact, slower). ``ModelOptions`` holds the
+options every family has: the likelihood head and weight normalization.
 """
 
 from __future__ import annotations
@@ -27,22 +27,24 @@ import torch.nn as nn
 
 from pixelmodels.config import ModelConfig
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.likelihoods import bits_per_dim, make_head, scale_values
+from pixelmodels.likelihoods import HeadOptions, bits_per_dim, make_head, scale_values
 from pixelmodels.nn.conditioning import Condition, Conditioning
 from pixelmodels.nn.init import data_dependent_init
-from pixelmodels.settings import LIKELIHOODS, MAX_MIXTURES, Settings, setting
+from pixelmodels.sampling import reference_step
+from pixelmodels.settings import setting
 
 CODE_FEATURES = 64  # features of a code's learned embedding (the network's input channels for code maps)
 
 
 @dataclass
-class ModelOptions(Settings):
-    """The options of every family (a family's options dataclass adds its own); a family whose paper
-    settles them differently says so when it registers (``register_model(..., defaults=...)``)."""
+class ModelOptions(HeadOptions):
+    """The options of every family. A family's options are a ``@dataclass`` subclass that adds its own
+    fields, each declared once with ``setting(default, help, ge=..., le=..., choices=...)``: that gives the
+    ``pixelmodels train`` flag (``--field-name``), its help and its range, checked for the CLI, for
+    ``create_model(name, ..., field=value)`` and for a saved ``config.json`` alike. A family whose paper
+    settles the shared options differently says so when it registers (``register_model(..., defaults=...)``).
+    """
 
-    likelihood: str = setting("categorical", "the likelihood head (on a channel-masked network the logistic "
-                              "mixture's means and mixture weights are channel-masked too)", choices=LIKELIHOODS)
-    n_mixtures: int = setting(10, "components of the logistic mixture", ge=1, le=MAX_MIXTURES)
     weight_norm: bool = setting(False, "weight-normalize every convolution of the network (per output feature, "
                                 "so every mask and thus causality is kept)")
     data_init: bool = setting(True, "with weight_norm: data-dependent initialization on the first training batch")
@@ -71,8 +73,44 @@ class SamplingCache:
         raise NotImplementedError
 
 
+class ReferenceCache(SamplingCache):
+    """The protocol without a cache: each step is the reference path's full network pass over the rows that
+    can reach row i (``receptive_rows``). A model that registers no cache of its own samples, completes and
+    compresses through it: the same values as a cache would give, at a full pass per step."""
+
+    def __init__(self, model: AutoregressiveModel, n: int, c: Condition | None):
+        super().__init__(model, n, c)
+        self.c = c
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        return reference_step(self.model, x, self.c, i, j)
+
+
 class AutoregressiveModel(nn.Module):
-    """Base class of every registered model.
+    """Base class of every registered model, the built-in families' and yours.
+
+    A subclass (see ``docs/own_model.md`` and ``examples/own_model.py``):
+
+    * ``__init__(self, config, options)`` calls ``super().__init__(config, options)`` first, which sets
+      ``image_shape``, ``n_bits``, ``n_codes``, ``n_classes``, ``head``, ``input_channels`` and
+      ``conditioning``, then builds its layers: they take ``input_channels`` features and end in
+      ``head.n_params`` outputs per position. ``options`` is the family's options dataclass (a
+      ``ModelOptions`` subclass).
+    * ``network(x_in, c)`` maps ``embed(x)`` (B, input_channels, H, W) and the ``Condition`` ``c`` (or None)
+      to the head's parameters (B, head.n_params, H, W), causally: the parameters of sub-pixel (c, i, j)
+      see only the pixels before (i, j) in raster order and, when ``channel_masked``, the channels before c
+      of (i, j) (``head.param_groups()`` says which image channel each parameter belongs to; with
+      ``pixelmodels.nn.MaskedConv2d``, give the last layer ``out_groups=self.head.param_groups()``). A class
+      label or condition reaches a layer through ``self.conditioning.bias(features).add(h, c)``.
+    * ``channel_masked`` (class attribute, default True): False for a network whose outputs at (i, j) see
+      only the pixels before it (its head then draws a pixel's channels together); ``head_features()``
+      then gives the features per position the head takes.
+    * optionally ``receptive_rows`` (a bound on the rows above that reach a row: sampling without a cache
+      computes only those rows) and a cache of its own (``register_cache``).
+
+    ``check_causality(model)`` checks the rule; ``register_model`` makes the family known to
+    ``create_model``, ``load`` and the CLI (``--import MODULE``).
 
     Attributes:
         config: the resolved ``ModelConfig`` (rebuilds the model).
@@ -80,8 +118,8 @@ class AutoregressiveModel(nn.Module):
         channel_masked: True when the network masks channels within a pixel, so
             sampling needs one network pass per sub-pixel rather than per pixel.
         receptive_rows: a bound on the rows above that reach a row, or None.
-        cache_class: the family's ``SamplingCache``, set by :func:`register_cache` (None: the reference
-            sampling path only).
+        cache_class: the family's ``SamplingCache``, set by :func:`register_cache` (None: sampling steps
+            through a ``ReferenceCache``).
         conditioning: the one component that turns labels into every layer's bias.
     """
 
@@ -230,11 +268,10 @@ class AutoregressiveModel(nn.Module):
 
     def sampling_cache(self, n: int, y: torch.Tensor | None = None, cond: torch.Tensor | None = None
                        ) -> SamplingCache:
-        """The cached sampler's state for ``n`` examples with labels ``y`` and condition ``cond``."""
-        if self.cache_class is None:
-            raise PixelModelsError(f"{self.config.name}: no cached sampler is registered; use cached=False")
+        """The cached sampler's state for ``n`` examples with labels ``y`` and condition ``cond`` (a
+        ``ReferenceCache`` for a model that registers none)."""
         with torch.no_grad():
-            return self.cache_class(self, n, self.condition(y, n, cond))
+            return (self.cache_class or ReferenceCache)(self, n, self.condition(y, n, cond))
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None, cond: torch.Tensor | None = None,
                  per_pixel: bool = False) -> torch.Tensor:
@@ -260,7 +297,10 @@ class AutoregressiveModel(nn.Module):
 
 def register_cache(model: type[AutoregressiveModel], cache: type[SamplingCache]) -> None:
     """Declare ``cache`` the cached sampler of ``model`` (``model.cache_class``): called at the end of the
-    cache's file, as ``register_model`` is at the end of the model's."""
+    cache's file, as ``register_model`` is at the end of the model's. ``step`` must give the full pass's
+    parameters (the tests of the built-in caches compare both paths)."""
+    if not (isinstance(model, type) and issubclass(model, AutoregressiveModel)):
+        raise PixelModelsError(f"register_cache: expected an AutoregressiveModel subclass, found {model!r}")
     if not (isinstance(cache, type) and issubclass(cache, SamplingCache)):
         raise PixelModelsError(f"register_cache: expected a SamplingCache subclass, found {cache!r}")
     model.cache_class = cache

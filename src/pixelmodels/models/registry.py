@@ -1,24 +1,31 @@
 """Registry of model families: name -> (class, options dataclass, presets, defaults, training defaults).
 
-Each family registers itself in its own file (``register_model`` at the end of
-``models/<family>.py``), as timm's models do; its cached sampler names the model
-class it serves (``register_cache(PixelCNN, PixelCNNCache)`` at the end of the cache's file).
-``pixelmodels.models`` imports every family, so the registry is complete once the
-package is imported. ``create_model`` resolves a preset and the user's overrides
-into the family's options dataclass; ``list_models`` feeds the CLI's choices and
-the tests, which run over every registered model.
+Each family registers itself in its own file (``register_model`` at the end of ``models/<family>.py``), as
+timm's models do; its cached sampler names the model class it serves (``register_cache(PixelCNN,
+PixelCNNCache)`` at the end of the cache's file). ``pixelmodels.models`` imports every built-in family, so
+those are registered once the package is imported. A model of your own registers the same way, in your
+module (``docs/own_model.md``); a program imports that module before it creates or loads the model, and the
+CLI imports it when asked (``--import MODULE`` or ``PIXELMODELS_IMPORT``, through :func:`import_models`),
+never because a ``config.json`` names it: importing runs the module's code. ``create_model`` resolves a
+preset and the user's overrides into the family's options dataclass; ``list_models`` feeds the CLI's
+choices and the tests, which run over every built-in model.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
+import importlib.util
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pixelmodels.config import ModelConfig
-from pixelmodels.errors import PixelModelsError
-from pixelmodels.models.base import AutoregressiveModel
+from pixelmodels.errors import PixelModelsError, one_line
+from pixelmodels.models.base import AutoregressiveModel, ModelOptions
 from pixelmodels.nn.init import weight_norm
 
 # Training settings a model family prefers when the user gives none.
@@ -42,11 +49,56 @@ class ModelSpec:
 REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, cls: type[AutoregressiveModel], options: type, presets: dict[str, dict[str, Any]],
-                   defaults: dict[str, Any] | None = None, train_defaults: dict[str, Any] | None = None) -> None:
-    """Register a family under ``name``; ``defaults`` are option values (under every preset) that differ from
-    the shared ``ModelOptions`` ones, ``train_defaults`` the training settings it prefers (``TRAIN_DEFAULTS``)."""
-    REGISTRY[name] = ModelSpec(cls, options, presets, dict(defaults or {}), dict(train_defaults or TRAIN_DEFAULTS))
+def register_model(name: str, cls: type[AutoregressiveModel], options: type = ModelOptions,
+                   presets: dict[str, dict[str, Any]] | None = None, defaults: dict[str, Any] | None = None,
+                   train_defaults: dict[str, Any] | None = None) -> None:
+    """Register a family under ``name`` (what ``create_model``, ``config.json`` and ``--model`` call it).
+
+    Args:
+        name: the family's name, e.g. "my-pixelcnn"; a name taken by another class is refused (the same
+            class, by module and name, imported again replaces its entry).
+        cls: the ``AutoregressiveModel`` subclass, built as ``cls(config, options)``.
+        options: its options, a ``@dataclass`` subclass of ``ModelOptions`` whose fields are declared with
+            ``setting()`` (they become ``pixelmodels train`` flags).
+        presets: named option values, e.g. ``{"tiny": dict(n_layers=2), "default": {}}``; "default" (the
+            preset used when none is named) is the options' own defaults unless given.
+        defaults: option values under every preset that differ from ``ModelOptions``' ones.
+        train_defaults: training settings the family prefers, some of ``TRAIN_DEFAULTS`` (the rest as there).
+    """
+    if not isinstance(name, str) or not name or any(ch.isspace() or ch in ":/\\" for ch in name):
+        raise PixelModelsError(f"register_model: expected a name without spaces, ':' or '/', found {name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, AutoregressiveModel)):
+        raise PixelModelsError(f"register_model: {name}: expected a subclass of AutoregressiveModel, found {cls!r}")
+    if not (isinstance(options, type) and issubclass(options, ModelOptions) and "__dataclass_fields__" in
+            vars(options)):
+        raise PixelModelsError(f"register_model: {name}: expected options, a @dataclass subclass of ModelOptions, "
+                               f"found {options!r}")
+    presets = {"default": {}, **(presets or {})}
+    defaults, train_defaults = dict(defaults or {}), dict(train_defaults or {})
+    fields = {f.name for f in dataclasses.fields(options)}
+    for where, given, allowed in [*((f"preset {k!r}", v, fields) for k, v in presets.items()),
+                                  ("defaults", defaults, fields), ("train_defaults", train_defaults, TRAIN_DEFAULTS)]:
+        unknown = sorted(set(given) - set(allowed)) if isinstance(given, dict) else None
+        if unknown is None or unknown:
+            raise PixelModelsError(f"register_model: {name}: {where}: expected a dict of some of {sorted(allowed)}, "
+                                   f"found {unknown or type(given).__name__}")
+    for preset, values in presets.items():  # each preset's values checked by the options' declarations
+        try:
+            options(**{**defaults, **values})
+        except (PixelModelsError, TypeError) as e:
+            raise PixelModelsError(f"register_model: {name}: preset {preset!r}: {e}") from None
+    old = REGISTRY.get(name)
+    if old is not None and not _same_class(old.cls, cls):
+        raise PixelModelsError(f"register_model: {name!r} is already the name of "
+                               f"{old.cls.__module__}.{old.cls.__qualname__}; choose another name")
+    REGISTRY[name] = ModelSpec(cls, options, presets, defaults, {**TRAIN_DEFAULTS, **train_defaults})
+
+
+def _same_class(old: type, new: type) -> bool:
+    """Whether ``new`` is ``old``'s module imported again: the same class name in the same module (a script's
+    own ``__main__`` counting as the module it is imported as)."""
+    modules = {old.__module__, new.__module__}
+    return old.__qualname__ == new.__qualname__ and (len(modules) == 1 or "__main__" in modules)
 
 
 def list_models() -> list[str]:
@@ -56,8 +108,57 @@ def list_models() -> list[str]:
 
 def get_spec(name: str) -> ModelSpec:
     if name not in REGISTRY:
-        raise PixelModelsError(f"--model: unknown model {name!r}; expected one of {list_models()}")
+        raise PixelModelsError(f"--model: unknown model {name!r}; expected one of {list_models()}; a model of your "
+                               "own: pass --import MODULE (the module that calls register_model)")
     return REGISTRY[name]
+
+
+def import_models(modules: list[str]) -> None:
+    """Import the modules that register a user's own models, for an entry point (the CLI's ``--import``).
+
+    Each is a module name, found from the current directory first and then ``sys.path`` (the current
+    directory is put first on ``sys.path`` unless it is there, as ``python -m`` has it), or a path to a
+    ``.py`` file. Importing runs the module's code, so it happens only for modules the user names.
+    """
+    for module in modules:
+        if module.endswith(".py"):
+            _import_file(Path(module))
+            continue
+        if not module or not all(part.isidentifier() for part in module.split(".")):
+            raise PixelModelsError(f"--import: expected a module name (own_model, package.module) or a .py file, "
+                                   f"found {module!r}")
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            importlib.import_module(module)
+        except Exception as e:
+            if isinstance(e, ModuleNotFoundError) and e.name is not None and f"{module}.".startswith(f"{e.name}."):
+                raise PixelModelsError(f"--import: no module named {module!r} in the current directory "
+                                       f"({os.getcwd()}) or on sys.path") from e
+            raise PixelModelsError(f"--import: importing {module!r} failed: {type(e).__name__}: {one_line(e)}") from e
+
+
+def _import_file(path: Path) -> None:
+    """Import the ``.py`` file ``path`` as the module named by its stem (once: a module of that file already
+    imported is kept)."""
+    if not path.is_file():
+        raise PixelModelsError(f"--import: {path}: no such file")
+    name = path.stem
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        where = getattr(loaded, "__file__", None)
+        if where is not None and Path(where).resolve() == path.resolve():
+            return
+        raise PixelModelsError(f"--import: {path}: a module named {name!r} is already imported (from "
+                               f"{where or 'Python itself'}); rename the file")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[name]
+        raise PixelModelsError(f"--import: importing {path} failed: {type(e).__name__}: {one_line(e)}") from e
 
 
 def resolve_options(name: str, preset: str = "default", overrides: dict[str, Any] | None = None,
