@@ -298,8 +298,8 @@ def test_images_that_do_not_fit_the_model_are_refused(stream):
     one_line_error("conditional on 3 classes; give y", compress, model, x)
     one_line_error(r"class labels in 0..2, found 3", compress, model, x, torch.tensor([0, 1, 2, 3, 0]))
     one_line_error("not class-conditional", compress, make("pixelcnn", 3), x, y)
-    one_line_error("chunk_size: expected a positive integer", compress, model, x, y, chunk_size=0)
-    one_line_error("workers: expected a positive integer", compress, model, x, y, workers=0)
+    one_line_error("--chunk-size: expected at least 1, found 0", compress, model, x, y, chunk_size=0)
+    one_line_error("--workers: expected at least 1, found 0", compress, model, x, y, workers=0)
 
 
 def test_without_constriction_the_error_says_what_to_install(stream, monkeypatch):

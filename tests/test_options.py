@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 import pixelmodels
 from pixelmodels.app import cli, flags
 from pixelmodels.app.cli import main, train_parser
-from pixelmodels.config import RunConfig, TrainConfig, field_types, flag_name
+from pixelmodels.config import RunConfig, TrainConfig
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.models.registry import create_model, get_spec, list_models
+from pixelmodels.settings import field_types, flag_name
 
 from formats import write_mnist
 

@@ -72,7 +72,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pixelmodels.config import CodecOptions
 from pixelmodels.errors import PixelModelsError, one_line
+from pixelmodels.settings import check_field
 
 MAGIC = b"PMC1"
 VERSION = 1
@@ -108,7 +110,7 @@ def _in_parallel(job, items: list, workers: int | None) -> list:
     torch thread count), each running the model on one intra-op thread (see the NOTE above); the caller's
     thread count is restored after. Chunks are independent, so the result does not depend on ``workers``."""
     previous = torch.get_num_threads()
-    workers = _check_workers(previous if workers is None else workers)
+    workers = workers or previous
     torch.set_num_threads(1)
     try:
         if workers == 1 or len(items) < 2:
@@ -189,17 +191,20 @@ def compress(model, images, y=None, cond=None, *, chunk_size: int = 256, workers
         y: class labels of a class-conditional model, an int for all or (N,); stored in the stream.
         cond: the condition of a model with ``cond_shape``, one for all or (N, *cond_shape); not stored
             (its hash is): give it again to ``decompress``.
-        chunk_size: images coded together (one batch of the cached step); the decoder uses the same chunks.
-            Larger chunks code faster per image; the coder holds a chunk's (chunk_size, V) float64
+        chunk_size: images coded together (one batch of the cached step), 1 to 65,536; the decoder uses the
+            same chunks. Larger chunks code faster per image; the coder holds a chunk's (chunk_size, V) float64
             probabilities per sub-pixel, so a prior over many codes (V = K) may want smaller chunks.
-        workers: chunks coded at the same time, each on its own thread (default: ``torch.get_num_threads()``);
-            the stream does not depend on it.
+        workers: chunks coded at the same time, each on its own thread, 1 to 1024 (default:
+            ``torch.get_num_threads()``); the stream does not depend on it.
         progress: show a progress bar over rows.
+
+    ``config.CodecOptions`` declares chunk_size and workers (the CLI's ``--chunk-size`` and ``--workers``).
     """
+    chunk_size = check_field(CodecOptions, "chunk_size", chunk_size)
+    workers = check_field(CodecOptions, "workers", workers)
     coder = _coder()
     images = torch.as_tensor(images)
     model.check_images(images)
-    chunk_size = _check_chunk_size(chunk_size)
     n = images.shape[0]
     device = next(model.parameters()).device
     if y is not None and model.n_classes is None:
@@ -246,6 +251,7 @@ def decompress(model, data: bytes, cond=None, *, workers: int | None = None, pro
     or truncated stream, a missing or different condition, or a chunk whose decoded images fail their
     checksum (the probabilities differ from the encoder's: another CPU, torch or model settings).
     """
+    workers = check_field(CodecOptions, "workers", workers)
     coder = _coder()
     data = bytes(data)
     header = _read_header(model, data)
@@ -304,20 +310,6 @@ def decompress(model, data: bytes, cond=None, *, workers: int | None = None, pro
 
 def _rows(t: torch.Tensor | None, start: int, size: int) -> torch.Tensor | None:
     return None if t is None else t[start:start + size]
-
-
-def _check_workers(workers) -> int:
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise PixelModelsError(f"workers: expected a positive integer (chunks coded at the same time), found "
-                               f"{workers!r}")
-    return int(workers)
-
-
-def _check_chunk_size(chunk_size) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or not 1 <= chunk_size < 1 << 32:
-        raise PixelModelsError(f"chunk_size: expected a positive integer (images coded together), found "
-                               f"{chunk_size!r}")
-    return int(chunk_size)
 
 
 def _read_header(model, data: bytes) -> dict:

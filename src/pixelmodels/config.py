@@ -1,8 +1,9 @@
-"""The settings of models, data, training and the commands, as dataclasses that check themselves,
-with a JSON round trip.
+"""The settings of models, data and training, with a JSON round trip, and the options of the library
+calls (``sample``, ``score``, ``compress``), as dataclasses that check themselves.
 
 Each field is declared once with ``pixelmodels.settings.setting``: its default, its help text
-and its valid range, which the CLI, ``create_model`` and loading a ``config.json`` all check.
+and its valid range, which the CLI, ``create_model``, loading a ``config.json`` and the library
+calls (through ``check_field``) all check.
 
 A run directory's ``config.json`` holds ``RunConfig.to_dict()``: the resolved
 model, data and training settings, so a saved run rebuilds itself without the
@@ -20,11 +21,10 @@ from typing import Any
 
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.settings import (MAX_BATCH, MAX_CLASSES, MAX_CODES, MAX_COUNT, MAX_FEATURES, MAX_IMAGE_SIZE,
-                                  MAX_MINUTES, MAX_SAMPLES, MAX_SEED, SettingError, Settings, field_types,
-                                  flag_name, range_words, setting, validate)
+                                  MAX_MINUTES, MAX_SAMPLES, MAX_SEED, SettingError, Settings, setting)
 
-__all__ = ["DataConfig", "ModelConfig", "RunConfig", "SamplingOptions", "SettingError", "TrainConfig",
-           "field_types", "flag_name", "from_dict", "range_words", "read_config", "validate"]
+__all__ = ["CodecOptions", "DataConfig", "ModelConfig", "RunConfig", "SamplingOptions", "ScoreOptions",
+           "SettingError", "TrainConfig", "from_dict", "read_config"]
 
 
 def _as_int(s):
@@ -97,7 +97,8 @@ class ModelConfig(Settings):
 class DataConfig(Settings):
     """Where the images come from."""
 
-    dataset: str = setting("fashion-mnist", "the dataset: mnist, fashion-mnist, cifar10, colored-mnist, folder (your images) or arrays (your arrays)")
+    dataset: str = setting("fashion-mnist", "the dataset: mnist, fashion-mnist, cifar10, colored-mnist, folder "
+                           "(your images) or arrays (your arrays)")
     data_dir: str | None = setting(None, "directory holding the dataset's files (default: cache dir and usual "
                                    "local places)")
     n_bits: int | None = setting(None, "bits per sub-pixel (default: the dataset's own depth)", ge=1, le=8,
@@ -116,8 +117,8 @@ class DataConfig(Settings):
 class TrainConfig(Settings):
     """How a model is trained. ``None`` means: the model preset's default."""
 
-    epochs: int | None = setting(None, "passes over the training set (default: 1; with --max-steps, as many as "
-                                 "it takes: --max-steps is the limit)", ge=0, le=MAX_COUNT)
+    epochs: int | None = setting(None, "passes over the training set (default: 1; with --max-steps or "
+                                 "--max-minutes, as many as it takes: they are the limit)", ge=0, le=MAX_COUNT)
     batch_size: int = setting(32, "images per step", ge=1, le=MAX_BATCH)
     lr: float | None = setting(None, "learning rate (default: the model's preset)", gt=0, le=10,
                                noun="a learning rate")
@@ -141,8 +142,11 @@ class TrainConfig(Settings):
     seed: int = setting(0, "random seed of initialization, data order and sample grids", ge=0, le=MAX_SEED)
     max_steps: int | None = setting(None, "stop after this many optimizer steps in total (with --epochs too: "
                                     "at whichever comes first)", ge=1, le=MAX_COUNT)
-    max_minutes: float | None = setting(None, "stop after this many minutes of training in this session "
-                                        "(evaluation not counted)", gt=0, le=MAX_MINUTES, noun="minutes")
+    max_minutes: float | None = setting(None, "stop after this many minutes of this session, evaluations, sample "
+                                        "grids and checkpoints included (alone, it is the limit): the first "
+                                        "evaluation comes at a tenth of them, later ones at most every tenth and "
+                                        "never taking over a tenth of the time, and training stops early enough "
+                                        "for the final one to fit", gt=0, le=MAX_MINUTES, noun="minutes")
     eval_every: int = setting(1, "evaluate test bits/dim and write a sample grid every this many epochs",
                               ge=1, le=MAX_COUNT)
     eval_every_steps: int | None = setting(None, "also evaluate test bits/dim (and write a sample grid) every "
@@ -155,7 +159,8 @@ class TrainConfig(Settings):
     conditional: bool = setting(False, "condition the model on the dataset's class labels")
     precision: str = setting("auto", "auto (bf16 where the hardware runs it natively: CUDA with bf16, CPUs with "
                              "AMX; else fp32; config.json records the choice), fp32, bf16 (autocast, CPU or CUDA) "
-                             "or fp16 (autocast + gradient scaler, CUDA only)", choices=("auto", "bf16", "fp16", "fp32"))
+                             "or fp16 (autocast + gradient scaler, CUDA only)",
+                             choices=("auto", "bf16", "fp16", "fp32"))
     compile: bool = setting(False, "run the training and evaluation forward passes through torch.compile")
     channels_last: bool | None = setting(None, "channels-last memory format (default: on for CUDA, off for CPU)")
     checkpoint_every_steps: int | None = setting(None, "also write a checkpoint every N steps (one is always "
@@ -224,10 +229,28 @@ def read_config(path: str | Path) -> dict:
         raise PixelModelsError(f"{path}: expected a JSON config, could not read it ({e})") from None
 
 
-# -- options of library calls that the commands share -------------------------------------
+# -- options of library calls, checked by the calls (``check_field``) and inherited by the commands' settings --
 @dataclass
 class SamplingOptions(Settings):
     """What ``sample`` and ``complete`` take besides the model and the images."""
 
     temperature: float = setting(1.0, "divides the logits (and multiplies the logistic scales): below 1 "
                                  "sharper, above 1 flatter samples", gt=0, le=100)
+
+
+@dataclass
+class ScoreOptions(Settings):
+    """What ``score`` takes besides the model and the images."""
+
+    batch_size: int = setting(64, "images per forward pass (bounds memory, does not change the result)", ge=1,
+                              le=MAX_BATCH)
+
+
+@dataclass
+class CodecOptions(Settings):
+    """What ``compress`` (both) and ``decompress`` (``workers``) take besides the model and the images."""
+
+    chunk_size: int = setting(256, "images coded together (one batch of the model); larger is faster, a prior "
+                              "over many codes may want fewer", ge=1, le=MAX_BATCH)
+    workers: int | None = setting(None, "chunks coded at the same time, a thread each (default: torch's "
+                                  "thread count); the stream does not depend on it", ge=1, le=1024)

@@ -24,7 +24,8 @@ A head is the half of a model that turns the network's output ``params``
 * ``bits_per_dim(nll, n_dims)`` turns NLL in nats into bits per dimension.
 
 Heads are ``nn.Module`` so a head may own parameters of its own
-(:class:`AutoregressiveCategoricalHead` does).
+(:class:`AutoregressiveCategoricalHead` does). :class:`HeadOptions` declares the
+choice of head and the mixture's size, with their ranges.
 
 [1]: Salimans et al. 2017, "PixelCNN++: Improving the PixelCNN with Discretized
      Logistic Mixture Likelihood and Other Modifications",
@@ -36,6 +37,7 @@ Heads are ``nn.Module`` so a head may own parameters of its own
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -43,6 +45,7 @@ import torch.nn.functional as F
 
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.nn import MaskedConv2d
+from pixelmodels.settings import MAX_MIXTURES, Settings, check_field, setting
 
 MIN_LOG_SCALE = -7.0  # lower bound of the logistic log-scales, as in [1]'s code
 TINY_BIN = 1e-30  # below this bin width (in units of the scale), use the density at the bin centre
@@ -270,11 +273,9 @@ class LogisticMixtureHead(nn.Module):
         super().__init__()
         if n_channels not in (1, 3):
             raise PixelModelsError(f"logistic-mixture likelihood: expected 1 or 3 channels, found {n_channels}")
-        if n_mixtures < 1:
-            raise PixelModelsError(f"--n-mixtures: expected at least 1 component, found {n_mixtures}")
         self.n_channels = n_channels
         self.n_bits = n_bits
-        self.n_mixtures = n_mixtures
+        self.n_mixtures = check_field(HeadOptions, "n_mixtures", n_mixtures)
 
     @property
     def n_params(self) -> int:
@@ -382,6 +383,15 @@ class LogisticMixtureHead(nn.Module):
 HEADS = {"categorical": CategoricalHead, "logistic-mixture": LogisticMixtureHead}
 """Likelihood names (the CLI's choices). "categorical" after a network that is not
 channel-masked is :class:`AutoregressiveCategoricalHead`."""
+
+
+@dataclass
+class HeadOptions(Settings):
+    """A model's likelihood head and its size, declared once for the heads and every family's options."""
+
+    likelihood: str = setting("categorical", "the likelihood head (on a channel-masked network the logistic "
+                              "mixture's means and mixture weights are channel-masked too)", choices=tuple(HEADS))
+    n_mixtures: int = setting(10, "components of the logistic mixture", ge=1, le=MAX_MIXTURES)
 
 
 def make_head(name: str, n_channels: int, n_bits: int | None, *, n_mixtures: int = 10, masked: bool = True,

@@ -47,11 +47,6 @@ def _output(model, x: torch.Tensor) -> torch.Tensor:
     return x if model.n_codes else x.to(torch.uint8)
 
 
-def _check_temperature(temperature) -> float:
-    """The flag's own declaration checks the library argument (one range for both)."""
-    return check_field(SamplingOptions, "temperature", temperature)
-
-
 @torch.no_grad()
 def sample(model, n: int, y=None, cond=None, generator: torch.Generator | None = None, cached: bool = True,
            progress: bool = False, batch_size: int | None = None, temperature: float = 1.0) -> torch.Tensor:
@@ -68,10 +63,11 @@ def sample(model, n: int, y=None, cond=None, generator: torch.Generator | None =
         progress: show a progress bar over rows.
         batch_size: sample at most this many images at a time (to bound memory); the chunks
             are drawn one after the other from the same generator.
-        temperature: T > 0 sharpens (T < 1) or flattens (T > 1) every position's distribution
-            (see ``pixelmodels.likelihoods``); 1 samples the model.
+        temperature: T in (0, 100] sharpens (T < 1) or flattens (T > 1) every position's distribution
+            (see ``pixelmodels.likelihoods``); 1 samples the model. ``config.SamplingOptions`` declares it (the
+            CLI's ``--temperature``).
     """
-    temperature = _check_temperature(temperature)
+    temperature = check_field(SamplingOptions, "temperature", temperature)
     if batch_size is not None and n > batch_size:
         labels, conds = _per_example(y, n, None), _per_example(cond, n, model.cond_shape)
         return torch.cat([
@@ -95,7 +91,7 @@ def complete(model, x: torch.Tensor, known: torch.Tensor, y=None, generator: tor
     (unknown pixels are conditioned on every known pixel before them only). ``cond`` and
     ``temperature`` as for ``sample``.
     """
-    temperature = _check_temperature(temperature)
+    temperature = check_field(SamplingOptions, "temperature", temperature)
     device = next(model.parameters()).device
     known = torch.as_tensor(known, dtype=torch.bool, device=device)
     if tuple(known.shape) != tuple(model.image_shape[1:]):

@@ -8,8 +8,10 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
+from pixelmodels.config import ScoreOptions
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.likelihoods import bits_per_dim
+from pixelmodels.settings import check_field
 
 
 class Scores(NamedTuple):
@@ -41,7 +43,8 @@ def score(model, images: torch.Tensor, y=None, *, cond=None, batch_size: int = 6
             [0, n_codes)), what the datasets give.
         y: class labels for a conditional model: an int for all images or (N,) integers; None otherwise.
         cond: the condition of a model with ``cond_shape``, (N, *cond_shape); None otherwise.
-        batch_size: images per forward pass (bounds memory, does not change the result).
+        batch_size: images per forward pass, 1 to 65,536 (``config.ScoreOptions``; bounds memory, does not
+            change the result).
         per_pixel: also return the per-pixel NLL, (N, H, W) nats.
         progress: show a progress bar (on a terminal).
 
@@ -49,12 +52,12 @@ def score(model, images: torch.Tensor, y=None, *, cond=None, batch_size: int = 6
         :class:`Scores` (bits_per_dim, nll, pixel_nll).
 
     Raises:
-        PixelModelsError: images of another shape or depth than the model's, or missing / bad labels.
+        PixelModelsError: images of another shape or depth than the model's, missing / bad labels, or a
+            batch_size out of its range.
     """
+    batch_size = check_field(ScoreOptions, "batch_size", batch_size)
     images = torch.as_tensor(images)
     model.check_images(images)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise PixelModelsError(f"batch_size: expected a positive number of images, found {batch_size!r}")
     n = len(images)
     if y is not None:
         y = torch.as_tensor(y).long().reshape(-1)

@@ -1,11 +1,12 @@
 """One declaration per setting: ``setting(default, help, ...)`` gives a dataclass field its default,
-its help text and its valid range, and ``validate`` checks a value against it.
+its help text and its valid range, and ``check_field`` checks a library call's argument against it.
 
 The CLI derives its flags and their help from these declarations, and every settings class
 (``Settings``) validates itself on construction, refusing a value outside its range with one
-line, ``--flag-name: expected <the range in words>, found <value>``. So the CLI, ``create_model``
-and loading a ``config.json`` all check through the same declaration. The settings themselves
-are in ``pixelmodels.config`` and in each model family's options dataclass.
+line, ``--flag-name: expected <the range in words>, found <value>``. So the CLI, ``create_model``,
+loading a ``config.json`` and the library calls (``sample``, ``score``, ``compress``) all check
+through the same declaration. The settings themselves are in ``pixelmodels.config`` (with the
+library calls' options), ``likelihoods.HeadOptions`` and each model family's options dataclass.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 import types
 import typing
 from dataclasses import MISSING, dataclass, field
@@ -35,7 +37,6 @@ MAX_SAMPLES = 4096  # images sampled or completed by one command
 MAX_SEED = 2**32 - 1
 MAX_MINUTES = 1_000_000.0  # about two years
 
-LIKELIHOODS = ("categorical", "logistic-mixture")
 
 
 @dataclass(frozen=True)
@@ -102,18 +103,13 @@ class Check:
         if self.choices is not None:
             return None if value in self.choices else (self.words(base), "")
         if base is int:
-            if self.expected is not None:
-                bad = ((self.ge is not None and value < self.ge) or (self.le is not None and value > self.le)
-                       or (self.odd and value % 2 == 0))
-                return (self.expected, "") if bad else None
-            if self.ge is not None and value < self.ge:
-                said = f"at least {self.ge}"
-            elif self.le is not None and value > self.le:
-                said = f"at most {self.le}"
-            elif self.odd and value % 2 == 0:
-                said = "an odd integer"
-            else:
+            said = (f"at least {self.ge}" if self.ge is not None and value < self.ge
+                    else f"at most {self.le}" if self.le is not None and value > self.le
+                    else "an odd integer" if self.odd and value % 2 == 0 else None)
+            if said is None:
                 return None
+            if self.expected is not None:
+                return self.expected, ""
             full = self.int_range()
             return said, (f" (allowed: {full})" if full and full != said else "")
         if base is not float and _tuple_of(base) is not float:
@@ -196,7 +192,8 @@ _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str:
 
 
 def _typed(value, base):
-    """``value`` as ``base`` (an int as a float, a list as a tuple), or raise TypeError."""
+    """``value`` as ``base`` (an int as a float, a list as a tuple, a NumPy number as a Python one), or raise
+    TypeError."""
     element = _tuple_of(base)
     if element is not None:
         n = len(typing.get_args(base))
@@ -204,10 +201,10 @@ def _typed(value, base):
             raise TypeError(f"{n} numbers" if element in (int, float) else f"{n} values")
         return tuple(_typed(v, element) for v in value)
     origin = typing.get_origin(base) or base
-    if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if origin is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
-    if origin is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
+    if origin is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
     if origin in (bool, str, dict) and isinstance(value, origin):
         return value
     if origin not in (int, float, bool, str, dict):
@@ -215,24 +212,9 @@ def _typed(value, base):
     raise TypeError(_TYPE_WORDS[origin])
 
 
-def validate(obj) -> None:
-    """Check every declared field of settings dataclass ``obj``: type, range, choices.
-
-    Normalizes in place (an int given for a float becomes a float, a list for a tuple a tuple).
-
-    Raises:
-        SettingError: one line, ``--flag-name: expected <the range in words>, found <value>``.
-    """
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        typed = _checked(type(obj), f, value)
-        if typed is not value:
-            object.__setattr__(obj, f.name, typed)
-
-
 def check_field(cls, name: str, value):
     """``value`` checked against field ``name`` of settings class ``cls`` (its declaration, its flag in the
-    message) and normalized as ``validate`` does: for library calls that take one setting as an argument."""
+    message) and normalized as ``Settings`` does: for library calls that take one setting as an argument."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     return _checked(cls, f, value)
 
@@ -255,14 +237,18 @@ def _checked(cls, f: dataclasses.Field, value):
     return typed
 
 
-def range_words(f: dataclasses.Field, base) -> str:
-    """A field's valid range in words, for its help text ('' when any value of its type goes)."""
-    check = f.metadata.get("check")
-    return check.words(base) if check is not None else ""
-
-
 class Settings:
-    """Base of settings dataclasses: they validate themselves on construction (and ``dataclasses.replace``)."""
+    """Base of settings dataclasses: every declared field is checked (type, range, choices) on construction
+    and ``dataclasses.replace``, and normalized in place (an int given for a float becomes a float, a list
+    for a tuple a tuple).
+
+    Raises:
+        SettingError: one line, ``--flag-name: expected <the range in words>, found <value>``.
+    """
 
     def __post_init__(self):
-        validate(self)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            typed = _checked(type(self), f, value)
+            if typed is not value:
+                object.__setattr__(self, f.name, typed)

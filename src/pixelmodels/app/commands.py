@@ -1,14 +1,20 @@
 """The settings of the commands that use a trained model (their numeric flags), declared once each; the
-library options they share (``SamplingOptions``) are the core's."""
+library options they share (``SamplingOptions``, ``ScoreOptions``, ``CodecOptions``) are the core's."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pixelmodels.config import SamplingOptions
+from pixelmodels.config import CodecOptions, SamplingOptions, ScoreOptions
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.settings import (MAX_BATCH, MAX_CLASSES, MAX_COUNT, MAX_IMAGE_SIZE, MAX_SAMPLES, MAX_SEED,
                                   SettingError, Settings, setting)
+
+
+def label_setting(more: str = ""):
+    """The declaration of ``--label``, for every command that reads images."""
+    return setting(None, "class label for a conditional model, 0..K-1 of its K classes (checked against the "
+                   "model): all image files (and the dataset, instead of its labels)" + more, le=MAX_CLASSES - 1)
 
 
 def check_class(flag: str, value: int | None, model) -> None:
@@ -59,16 +65,24 @@ class CompleteSettings(SamplingOptions):
                                le=MAX_IMAGE_SIZE * 4)
     pixels: int | None = setting(None, "keep the first P pixels in raster order, 0..H*W", ge=0,
                                  le=(MAX_IMAGE_SIZE * 4) ** 2)
-    n: int = setting(8, "images to complete (the first N of the split)", ge=1, le=MAX_SAMPLES)
+    n: int = setting(8, "images to complete: the first N of the split, then of the INPUT files (default: 8, or "
+                     "all when there are fewer)", ge=1, le=MAX_SAMPLES)
     seed: int = setting(0, "random seed of the completions", ge=0, le=MAX_SEED)
+    label: int | None = label_setting()
+
+    def check(self, model) -> None:
+        """These settings against the model that completes, before reading its images: ``--label`` one of its
+        classes, ``--rows`` / ``--pixels`` within its images."""
+        check_class("--label", self.label, model)
+        self.known_pixels(model.image_shape, self.n)
 
     def known_pixels(self, image_shape, n_images: int) -> int:
         """How many pixels, in raster order, completions keep of images of ``image_shape`` (C, H, W):
         ``--pixels``, else ``--rows`` whole rows (default: half of them); ``--n`` checked against the
-        ``n_images`` the split holds."""
+        ``n_images`` read."""
         _, h, w = image_shape
         if self.n > n_images:
-            raise SettingError("n", "--n", f"1 to {n_images} images (the split's)", self.n)
+            raise SettingError("n", "--n", f"1 to {n_images} images (those read)", self.n)
         if self.pixels is not None and self.pixels > h * w:
             raise SettingError("pixels", "--pixels", f"0 to {h * w}", self.pixels)
         rows = h // 2 if self.rows is None else self.rows
@@ -78,15 +92,12 @@ class CompleteSettings(SamplingOptions):
 
 
 @dataclass
-class ScoreSettings(Settings):
+class ScoreSettings(ScoreOptions):
     """``pixelmodels score``'s numeric flags."""
 
     limit: int | None = setting(None, "score the first N images only: of the dataset, then of the image files "
                                 "(each folder's in sorted order)", ge=1, le=MAX_COUNT)
-    label: int | None = setting(None, "class label for a conditional model, 0..K-1 of its K classes (checked "
-                                "against the model): all image files (and the dataset, instead of its labels)",
-                                le=MAX_CLASSES - 1)
-    batch_size: int = setting(64, "images per forward pass", ge=1, le=MAX_BATCH)
+    label: int | None = label_setting()
 
     def check(self, model) -> None:
         """These settings against the model that scores: ``--label`` one of its classes."""
@@ -94,18 +105,12 @@ class ScoreSettings(Settings):
 
 
 @dataclass
-class CompressSettings(Settings):
+class CompressSettings(CodecOptions):
     """``pixelmodels compress``'s numeric flags (``decompress`` takes ``--workers``)."""
 
     limit: int | None = setting(None, "compress the first N images only: of the dataset, then of the image "
                                 "files (each folder's in sorted order)", ge=1, le=MAX_COUNT)
-    label: int | None = setting(None, "class label for a conditional model, 0..K-1 of its K classes: all image "
-                                "files (and the dataset, instead of its labels); stored in the stream",
-                                le=MAX_CLASSES - 1)
-    chunk_size: int = setting(256, "images coded together (one batch of the model); larger is faster, a prior "
-                              "over many codes may want fewer", ge=1, le=MAX_BATCH)
-    workers: int | None = setting(None, "chunks coded at the same time, a thread each (default: torch's "
-                                  "thread count); the stream does not depend on it", ge=1, le=1024)
+    label: int | None = label_setting("; stored in the stream")
 
     def check(self, model) -> None:
         """These settings against the model: ``--label`` one of its classes."""

@@ -13,7 +13,7 @@ import re
 import typing
 
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.settings import field_types, flag_name, range_words
+from pixelmodels.settings import field_types, flag_name
 
 NEGATIVE_NUMBER = re.compile(r"^-((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
 
@@ -64,7 +64,7 @@ def add_dataclass_flags(parser, cls, *, skip=(), only=None, show_default: bool =
             continue
         base, _ = kinds[field.name]
         check = field.metadata.get("check")
-        shown = "" if check is not None and check.choices is not None else range_words(field, base)  # choices: metavar
+        shown = "" if check is None or check.choices is not None else check.words(base)  # choices: the metavar
         text = "; ".join(t for t in (field.metadata.get("help", ""), shown) if t)
         if show_default and field.default not in (None, dataclasses.MISSING):
             text += f" (default: {field.default})"
