@@ -26,10 +26,13 @@ from pixelmodels.data import list_datasets, load_dataset
 from pixelmodels.errors import DatasetError, PixelModelsError
 from pixelmodels.evaluation import evaluate
 from pixelmodels.models import create_model, list_models
+from pixelmodels.models.base import AutoregressiveModel, ModelOptions, SamplingCache, register_cache
+from pixelmodels.models.registry import register_model
 from pixelmodels.pretrained import list_pretrained, load_pretrained, pretrained_info
 from pixelmodels.app.runs import train
 from pixelmodels.sampling import complete, sample
 from pixelmodels.scoring import Scores, score
+from pixelmodels.settings import setting
 from pixelmodels.vqvae import load_vqvae
 
 try:
@@ -38,8 +41,9 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
     __version__ = "0+unknown"
 
 __all__ = [
-    "CausalityReport", "DataConfig", "DatasetError", "ModelConfig", "PixelModelsError", "RunConfig", "Scores",
-    "TrainConfig", "check_causality", "complete", "compress", "create_model", "decompress", "evaluate",
-    "list_datasets", "list_models", "list_pretrained", "load", "load_dataset", "load_pretrained", "load_vqvae",
-    "pretrained_info", "sample", "save_pretrained", "score", "train",
+    "AutoregressiveModel", "CausalityReport", "DataConfig", "DatasetError", "ModelConfig", "ModelOptions",
+    "PixelModelsError", "RunConfig", "SamplingCache", "Scores", "TrainConfig", "check_causality", "complete",
+    "compress", "create_model", "decompress", "evaluate", "list_datasets", "list_models", "list_pretrained", "load",
+    "load_dataset", "load_pretrained", "load_vqvae", "pretrained_info", "register_cache", "register_model",
+    "sample", "save_pretrained", "score", "setting", "train",
 ]

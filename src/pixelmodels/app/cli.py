@@ -29,13 +29,16 @@ SETTINGS = {"train": (DataConfig, TrainConfig), "evaluate": (EvaluateSettings,),
 
 # The flags the commands that use a trained model share (train takes its own from DataConfig and TrainConfig).
 SHARED = {
-    "--dataset": dict(help="the dataset to read (default: the one the model was trained on; for score, only "
+    "--dataset": dict(help="the dataset to read, before any INPUT (default: the one the model was trained on, "
                       "when no INPUT is given)"),
     "--data-dir": dict(help="where the dataset's files are (default: as in the run's config)"),
     "--split": dict(choices=["train", "test"], default="test", help="the dataset's split (default: test)"),
     "--device": dict(default="auto", help="cpu, cuda or cuda:N (default auto: CUDA when available)"),
     "--cond": dict(type=Path, metavar="FILE.npy", help="the model's conditions: (N, *cond_shape), or one"),
-    "--overwrite": dict(action="store_true", help="replace existing outputs (--out)"),
+    "--resize": dict(action="store_true", help="convert image files to the model's channels and size: center-crop "
+                     "to its aspect ratio and resize (else a file of another shape is an error)"),
+    "--overwrite": dict(action="store_true", help="replace existing outputs: every file the command would write "
+                        "over (--out / -o and the files beside it, --heatmap's files)"),
 }
 
 
@@ -74,7 +77,9 @@ def train_parser(model: str | None) -> argparse.ArgumentParser:
 
 
 def cmd_train(argv: list[str]) -> int:
-    from pixelmodels.app import runs
+    from pixelmodels.app import runs, session
+    from pixelmodels.app.inputs import splits_line
+    from pixelmodels.app.outputs import plural
 
     pre = Parser(add_help=False)
     pre.add_argument("--model")
@@ -85,94 +90,122 @@ def cmd_train(argv: list[str]) -> int:
     options = given(ns, get_spec(name).options) if name else {}
     run, out = runs.run_and_dir(known.model, getattr(ns, "preset", None), ns.out, known.resume,
                                 given(ns, TrainConfig), options, given(ns, DataConfig))
-    trainer = runs.build_trainer(run, out, resume=known.resume is not None, overwrite=ns.overwrite,
-                                 progress=False if ns.no_progress else None)
-    limits = runs.stop_rule(trainer.run.train, len(trainer.train_set))
-    if limits is not None and trainer.world.main:
-        print(limits, file=sys.stderr)
-    record = trainer.fit(command=["pixelmodels", "train", *argv])
-    if trainer.world.main:  # one report under torchrun, not one per process
-        print(f"run directory: {out}\ntest bits/dim (EMA weights): {record['test_bpd']:.4f} after {record['step']} steps")
+    trainer = runs.build_trainer(run, out, resume=known.resume is not None, overwrite=ns.overwrite)
+    if trainer.world.main:  # one start line and one report under torchrun, not one per process
+        if trainer.train_set.facts is not None:  # image files were read: what was found, skipped, converted
+            print(splits_line(trainer.train_set, trainer.test_set), file=sys.stderr)
+        print(session.start_line(trainer), file=sys.stderr)
+    record = session.run_training(trainer, session.RunCallbacks(progress=False if ns.no_progress else None),
+                               ["pixelmodels", "train", *argv])
+    if trainer.world.main:
+        print(f"run directory: {out}\ntest bits/dim (EMA weights): {record['test_bpd']:.4f} after "
+              f"{plural(record['step'], 'step')}")
     return 0
 
 
 # -- evaluate / generate / complete --------------------------------------------
 def cmd_evaluate(argv: list[str]) -> int:
+    from pixelmodels.app.outputs import plural
     from pixelmodels.evaluation import evaluate
-    from pixelmodels.app.runs import load_model_data, open_model
 
-    p = command_parser("evaluate", "Bits/dim of a run's EMA weights.", "--dataset", "--split", "--data-dir",
-                       "--device")
+    p = command_parser("evaluate", "Bits/dim of a run's EMA weights on a dataset split (default: the run's test "
+                       "split) or on image files, folders and arrays files.", "--dataset", "--split", "--data-dir",
+                       "--device", "--resize", inputs=True,
+                       usage="pixelmodels evaluate (RUN_DIR | --pretrained NAME) [INPUT ...] [options]")
     add_dataclass_flags(p, EvaluateSettings)
+    add_dataclass_flags(p, ScoreSettings, only=("label",))
     ns = p.parse_args(argv)
     s = EvaluateSettings(**given(ns, EvaluateSettings))
-    model, run_data, _ = open_model(ns.run_dir, ns.pretrained, ns.device)
-    dataset = load_model_data(model, run_data, ns.split, ns.dataset, ns.data_dir)
-    bpd = evaluate(model, dataset, s.batch_size, next(model.parameters()).device, s.limit)
-    n = len(dataset) if s.limit is None else min(s.limit, len(dataset))
-    if ns.run_dir is not None:
-        ckpt.write_json(ns.run_dir / f"evaluation_{ns.split}.json",
-                        {"split": ns.split, "bits_per_dim": bpd, "n_images": n, "weights": "ema"})
-    print(f"{ns.split} bits/dim: {bpd:.4f} ({n} images, EMA weights)")
+    run_dir, paths = run_and_inputs(ns)
+    model, batch = model_and_inputs(ns, ScoreSettings(**given(ns, ScoreSettings)), ns.resize)
+    bpd = evaluate(model, batch, s.batch_size, next(model.parameters()).device)
+    if run_dir is not None and not paths:
+        ckpt.write_json(run_dir / f"evaluation_{ns.split}.json",
+                        {"split": ns.split, "bits_per_dim": bpd, "n_images": len(batch), "weights": "ema"})
+    print(f"{'' if paths else f'{ns.split} '}bits/dim: {bpd:.4f} ({plural(len(batch), 'image')}, EMA weights)")
     return 0
 
 
 def cmd_generate(argv: list[str]) -> int:
     from pixelmodels.app.inputs import read_cond
-    from pixelmodels.app.outputs import write_samples
+    from pixelmodels.app.outputs import samples_target, write_samples
     from pixelmodels.app.samples import generate_samples
     from pixelmodels.app.runs import open_model, vqvae_of
 
     p = command_parser("generate", "Sample a PNG grid and an .npz (images), or an .npy of code maps (decoded too by "
-                       "a VQ-VAE beside the model); --n samples for each condition of --cond.", "--device", "--cond")
+                       "a VQ-VAE beside the model); --n samples for each condition of --cond.", "--device", "--cond",
+                       "--overwrite")
     add_dataclass_flags(p, GenerateSettings)
-    p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/generated.png, or ./generated.png for "
-                   "--pretrained), the .npz beside it. Code maps: the .npy path (default generated.npy), images beside")
+    p.add_argument("--out", type=Path, help="where to write, the format from the extension: a grid (.png, .webp, "
+                   ".tif, .tiff, .bmp; default RUN_DIR/generated.png, or ./generated.png for --pretrained) and the "
+                   ".npz of the arrays beside it, or the .npz alone. Code maps: the .npy (default generated.npy) or "
+                   ".npz; with a VQ-VAE beside the model, also the grid and .npz of the images it decodes them to")
     ns = p.parse_args(argv)
     s = GenerateSettings(**given(ns, GenerateSettings))
     model, _, home = open_model(ns.run_dir, ns.pretrained, ns.device)
     cond = read_cond(ns.cond, model)
     s.check(model, None if cond is None else len(cond))
+    vqvae = vqvae_of(ns.run_dir, ns.pretrained, ns.device)
+    out = samples_target(ns.out or home / f"generated.{'npy' if model.n_codes else 'png'}", model, vqvae,
+                         ns.overwrite)
     images, nrow, labels = generate_samples(model, s, cond)
-    print(write_samples(ns.out or home / f"generated.{'npy' if model.n_codes else 'png'}", images, model, nrow,
-                        labels, vqvae_of(ns.run_dir, ns.pretrained, ns.device)))
+    print(write_samples(out, images, model, nrow, labels, vqvae))
     return 0
 
 
 def cmd_complete(argv: list[str]) -> int:
-    from pixelmodels.app.outputs import write_completions
+    from pixelmodels.app.outputs import completions_target, write_completions
     from pixelmodels.app.samples import complete_examples
-    from pixelmodels.app.runs import load_model_data, open_model
+    from pixelmodels.app.runs import vqvae_of
 
-    p = command_parser("complete", "Keep the top of dataset images and sample the rest.", "--dataset", "--data-dir",
-                       "--split", "--device")
+    p = command_parser("complete", "Keep the top of images (of a dataset split, or image files, folders and arrays "
+                       "files) and sample the rest.", "--dataset", "--data-dir", "--split", "--device", "--resize",
+                       "--overwrite", inputs=True, usage="pixelmodels complete (RUN_DIR | --pretrained NAME) "
+                       "[INPUT ...] [--label K] [--resize] [options]")
     add_dataclass_flags(p.add_mutually_exclusive_group(), CompleteSettings, only=("rows", "pixels"))
     add_dataclass_flags(p, CompleteSettings, skip=("rows", "pixels"))
-    p.add_argument("--out", type=Path, help="PNG path (default RUN_DIR/completions.png, or ./completions.png for "
-                   "--pretrained); the .npz goes beside it. For code maps: the .npz path (default completions.npz)")
+    p.add_argument("--out", type=Path, help="where to write, the format from the extension: a grid (.png, .webp, "
+                   ".tif, .tiff, .bmp; default RUN_DIR/completions.png, or ./completions.png for --pretrained) and "
+                   "the .npz of the arrays beside it, or the .npz alone. Code maps: the .npz (default "
+                   "completions.npz), or a grid with a VQ-VAE beside the model")
     ns = p.parse_args(argv)
     s = CompleteSettings(**given(ns, CompleteSettings))
-    model, run_data, home = open_model(ns.run_dir, ns.pretrained, ns.device)
-    dataset = load_model_data(model, run_data, ns.split, ns.dataset, ns.data_dir)
-    x, known, done = complete_examples(model, dataset, s)
-    print(write_completions(ns.out or home / f"completions.{'npz' if model.n_codes else 'png'}", x, known, done,
-                            model))
+    run_dir, _ = run_and_inputs(ns)
+    model, batch = model_and_inputs(ns, s, ns.resize, limit=s.n)
+    if "n" not in given(ns, CompleteSettings):  # the default: 8, or all when fewer were read
+        s = CompleteSettings(**given(ns, CompleteSettings), n=min(s.n, len(batch)))
+    home = Path(run_dir or ".")
+    vqvae = vqvae_of(run_dir, ns.pretrained, ns.device)
+    out = completions_target(ns.out or home / f"completions.{'npz' if model.n_codes else 'png'}", model, vqvae,
+                             ns.overwrite)
+    x, known, done = complete_examples(model, batch, s)
+    print(write_completions(out, x, known, done, model, vqvae))
     return 0
 
 
 # -- score / compress / decompress ---------------------------------------------
-def model_and_inputs(ns, s, resize: bool = False):
-    """The model of a command that reads INPUT files (score, compress), and its inputs: the dataset's
-    first examples (``--dataset``, or the run's when no file is given), then the files."""
-    from pixelmodels.app.runs import dataset_config, load_data, open_model
-    from pixelmodels.app.inputs import score_inputs
+def run_and_inputs(ns) -> tuple[Path | None, list[Path]]:
+    """A command's RUN_DIR (the first path, unless --pretrained) and its INPUT paths."""
+    return (None, ns.paths) if ns.pretrained or not ns.paths else (ns.paths[0], ns.paths[1:])
 
-    run_dir, inputs = (None, ns.paths) if ns.pretrained or not ns.paths else (ns.paths[0], ns.paths[1:])
+
+def model_and_inputs(ns, s, resize: bool = False, limit: int | None = None):
+    """The model of a command that reads images (evaluate, complete, score, compress) and what it reads
+    (:func:`~pixelmodels.app.inputs.inputs_for`): the dataset's first examples (``--dataset``, or the run's
+    when no INPUT is given), then the INPUT files, folders and arrays files; ``limit`` of them (default
+    ``s.limit``), labelled ``s.label``, ``s`` checked against the model. Says what it read on stderr."""
+    from pixelmodels.app.inputs import inputs_for, inputs_line
+    from pixelmodels.app.runs import dataset_config, load_data, open_model
+
+    run_dir, paths = run_and_inputs(ns)
     model, run_data, _ = open_model(run_dir, ns.pretrained, ns.device)
     s.check(model)
     dataset = load_data(dataset_config(run_data, ns.dataset, ns.data_dir, model), ns.split) \
-        if ns.dataset is not None or not inputs else None
-    return model, score_inputs(model, dataset, inputs, label=s.label, limit=s.limit, resize=resize)
+        if ns.dataset is not None or not paths else None
+    inputs = inputs_for(model, dataset, paths, label=s.label, limit=s.limit if limit is None else limit,
+                        resize=resize)
+    print(inputs_line(inputs, model), file=sys.stderr)
+    return model, inputs
 
 
 def cmd_score(argv: list[str]) -> int:
@@ -187,36 +220,39 @@ def cmd_score(argv: list[str]) -> int:
     add_dataclass_flags(p, ScoreSettings, skip=("batch_size",))
     p.add_argument("--resize", action="store_true",
                    help="convert image files to the model's channels and size (else another shape is an error)")
-    p.add_argument("--out", type=Path, help="CSV path (default: standard output)")
-    p.add_argument("--heatmap", type=Path, metavar="DIR", help="write a per-pixel NLL heat map PNG per image here "
-                   "(black: 0 bits, red, yellow, white: C * n_bits bits, a uniform guess, or more)")
+    p.add_argument("--out", type=Path, help="the CSV file to write, ending in .csv (default: standard output)")
+    p.add_argument("--heatmap", type=Path, metavar="DIR", help="write a PNG per image here: the image beside its "
+                   "per-pixel NLL heat map, with the colour scale (black: 0 bits, red, yellow, white: C * n_bits "
+                   "bits, a uniform guess, or more)")
     add_dataclass_flags(p, ScoreSettings, only=("batch_size",))
     ns = p.parse_args(argv)
     s = ScoreSettings(**given(ns, ScoreSettings))
     model, batch = model_and_inputs(ns, s, ns.resize)
     names = reports.heatmap_names(batch) if ns.heatmap else []
-    reports.refuse_replacing(([ns.out] if ns.out else []) + [ns.heatmap / name for name in names], ns.overwrite)
+    out, heatmaps = reports.score_targets(ns.out, ns.heatmap, names, ns.overwrite)
     result = score(model, batch.images, batch.labels if model.n_classes else None, cond=batch.cond,
                            batch_size=s.batch_size, per_pixel=ns.heatmap is not None, progress=True)
-    print(reports.write_scores(batch, result, model, ns.out, ns.heatmap, names),
-          file=sys.stdout if ns.out else sys.stderr)
+    print(reports.write_scores(batch, result, model, out, heatmaps), file=sys.stdout if ns.out else sys.stderr)
     return 0
 
 
 def cmd_compress(argv: list[str]) -> int:
-    from pixelmodels.app.compression_files import compress_to_file
+    from pixelmodels.app.compression_files import compress_to_file, file_names
 
-    p = command_parser("compress", "Compress the examples of a dataset (an arrays file: --dataset arrays --data-dir "
-                       "FILE), then image files, losslessly with a model into one stream; prints its bits/dim, the "
-                       "model's NLL and images/s.", "--dataset", "--data-dir", "--split", "--device", "--overwrite",
-                       inputs=True, usage="pixelmodels compress (RUN_DIR | --pretrained NAME) [INPUT ...] -o OUT.pmc")
+    p = command_parser("compress", "Compress the examples of a dataset split (--dataset), then image files, folders "
+                       "and arrays files (.npz/.npy), losslessly with a model into one stream; prints its bits/dim, "
+                       "the model's NLL and images/s.", "--dataset", "--data-dir", "--split", "--device", "--resize",
+                       "--overwrite", inputs=True,
+                       usage="pixelmodels compress (RUN_DIR | --pretrained NAME) [INPUT ...] -o OUT.pmc")
     add_dataclass_flags(p, CompressSettings)
-    p.add_argument("-o", "--out", type=Path, required=True, help="the stream to write (.pmc)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="the stream to write (.pmc); image files' names "
+                   "go beside it (OUT.pmc.names.json), for decompress")
     ns = p.parse_args(argv)
     s = CompressSettings(**given(ns, CompressSettings))
-    model, batch = model_and_inputs(ns, s)
-    print(compress_to_file(model, batch.images, batch.labels, batch.cond, ns.out, chunk_size=s.chunk_size,
-                           workers=s.workers, overwrite=ns.overwrite))
+    model, batch = model_and_inputs(ns, s, ns.resize)
+    print(compress_to_file(model, batch.images, batch.labels, batch.cond, ns.out,
+                           file_names(batch.sources, batch.indices), chunk_size=s.chunk_size, workers=s.workers,
+                           overwrite=ns.overwrite))
     return 0
 
 
@@ -231,7 +267,8 @@ def cmd_decompress(argv: list[str]) -> int:
                        "--overwrite")
     p.add_argument("stream", type=Path, metavar="IN.pmc", help="the stream to decode")
     add_dataclass_flags(p, CompressSettings, only=("workers",))
-    p.add_argument("-o", "--out", type=Path, required=True, help="a folder for PNG files, or a path ending in .npz")
+    p.add_argument("-o", "--out", type=Path, required=True, help="a folder for PNG files (named as the compressed "
+                   "files were, when IN.pmc.names.json is beside the stream), or a path ending in .npz")
     ns = p.parse_args(argv)
     model, run_data, _ = open_model(ns.run_dir, ns.pretrained, ns.device)
     cond = read_cond(ns.cond, model) if ns.cond or model.cond_shape is None else \
@@ -245,16 +282,21 @@ def cmd_decompress(argv: list[str]) -> int:
 def cmd_check(argv: list[str]) -> int:
     from pixelmodels.causality import check_causality
     from pixelmodels.app.runs import open_model
+    from pixelmodels.settings import SettingError
 
     p = command_parser("check", "Check that a model is causal: no output depends on a later pixel, a later channel "
                        "of its pixel or another image of the batch (gradient and perturbation probes, train and "
-                       "eval mode, in float64). Exit code 0: causal; 1: a leak, located in the line printed.")
+                       "eval mode, in float64). Exit code 0: causal; 1: a leak, located in the line printed. A "
+                       "model of your own: --import MODULE (the module that calls register_model).")
     p.add_argument("--positions", type=int, metavar="N", help="probe N random positions, the first and the last "
                    "pixel among them (default: every position)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu: exact zeros in float64)")
     ns = p.parse_args(argv)
     model, _, _ = open_model(ns.run_dir, ns.pretrained, ns.device)
-    report = check_causality(model, positions=ns.positions, device=next(model.parameters()).device)
+    try:
+        report = check_causality(model, positions=ns.positions, device=next(model.parameters()).device)
+    except SettingError as e:  # the library names its argument; the command, the flag as typed
+        raise SettingError(e.name, f"--{e.name}", e.expected, e.found, e.allowed) from None
     print(report.summary())
     return 0 if report.ok else 1
 
@@ -280,7 +322,7 @@ COMMANDS = {
     "check": (cmd_check, "check that a run's model is causal (exit code 1 on a leak)"),
     "pretrained": (cmd_pretrained, "list the shipped models with their figures"),
 }
-USAGE = ("usage: pixelmodels {" + ",".join(COMMANDS) + "} ... [--debug] | --version\n"
+USAGE = ("usage: pixelmodels {" + ",".join(COMMANDS) + "} ... [--import MODULE] [--debug] | --version\n"
          + "".join(f"  {name:<10}  {about}\n" for name, (_, about) in COMMANDS.items())
          + "Run 'pixelmodels COMMAND --help' for a command's flags.")
 
@@ -288,11 +330,20 @@ USAGE = ("usage: pixelmodels {" + ",".join(COMMANDS) + "} ... [--debug] | --vers
 def main(argv: list[str] | None = None) -> int:
     """Run a command; a user's error (the library's ``PixelModelsError``, a failed read or write) is one line
     on stderr and exit code 2 (``--debug``: the traceback instead). Library warnings print as one line too."""
+    import os
+
     from pixelmodels import __version__
+    from pixelmodels.models.registry import import_models
 
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    imports = [m.strip() for m in os.environ.get("PIXELMODELS_IMPORT", "").split(",") if m.strip()]
+    argv = [part for a in argv for part in (a.split("=", 1) if a.startswith("--import=") else [a])]
+    while "--import" in argv:  # --import MODULE, anywhere, as --debug: the modules that register a user's models
+        at = argv.index("--import")
+        imports += argv[at + 1:at + 2] or [""]
+        del argv[at:at + 2]
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
@@ -303,9 +354,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{USAGE}\npixelmodels: error: unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)}",
               file=sys.stderr)
         return 2
+
+    def command(rest: list[str]) -> int:  # imported first, a user's model is known to every flag and run
+        import_models(imports)
+        return COMMANDS[argv[0]][0](rest)
+
     with warnings.catch_warnings():  # restores the caller's warning display on the way out
         warnings.showwarning = _one_line_warning
-        return run_command(f"pixelmodels {argv[0]}", COMMANDS[argv[0]][0], argv[1:], debug)
+        return run_command(f"pixelmodels {argv[0]}", command, argv[1:], debug)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
