@@ -159,8 +159,8 @@ def time_sampling(name: str, model, y, cond, positions: int, seed: int) -> None:
     t_full = (time.perf_counter() - start) * h * w / positions
     how = "" if positions == h * w else f", extrapolated from {positions} of {h * w} positions"
     same = f"; same codes as cached: {(reference == cached).float().mean().item():.1%}" if positions == h * w else ""
-    print(f"sampling {n} {name} maps ({h}x{w}): cached {t_cached:.2f} s, full pass per position (cached=False) "
-          f"{t_full:.2f} s{how}: cached {t_full / t_cached:.1f}x faster{same}", flush=True)
+    print(f"sampling {n} {name} maps ({h}x{w}): cached {t_cached:.3g} s, full pass per position (cached=False) "
+          f"{t_full:.3g} s{how}: cached {t_full / t_cached:.1f}x faster{same}", flush=True)
 
 
 def main() -> None:

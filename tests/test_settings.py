@@ -109,3 +109,12 @@ def test_the_command_line_says_what_the_library_says(tiny, tmp_path, monkeypatch
         assert main(argv) == 2
     assert err.getvalue() == f"pixelmodels {argv[0]}: error: {library.value}\n"
     assert not any(tmp_path.iterdir())
+
+
+def test_evaluate_checks_its_batch_size_as_score_does():
+    model = pixelmodels.create_model("pixelcnn", image_shape=(1, 4, 4), preset="tiny", n_bits=2)
+    data = pixelmodels.data.ImageDataset(torch.zeros(3, 1, 4, 4, dtype=torch.uint8), torch.full((3,), -1), 2)
+    with pytest.raises(PixelModelsError, match=r"^--batch-size: expected at least 1, found 0"):
+        pixelmodels.evaluate(model, data, batch_size=0)
+    assert pixelmodels.evaluate(model, data, batch_size=2) == pytest.approx(
+        model.bits_per_dim(data.images).mean().item(), rel=1e-5)

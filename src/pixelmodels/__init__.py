@@ -16,8 +16,6 @@ True
 ['fashion-mnist', 'fashion-mnist-codes']
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from pixelmodels.causality import CausalityReport, check_causality
 from pixelmodels.checkpoint import load, save_pretrained
 from pixelmodels.compression import compress, decompress
@@ -29,19 +27,15 @@ from pixelmodels.models import create_model, list_models
 from pixelmodels.models.base import AutoregressiveModel, ModelOptions, SamplingCache, register_cache
 from pixelmodels.models.registry import register_model
 from pixelmodels.pretrained import list_pretrained, load_pretrained, pretrained_info
+from pixelmodels._version import __version__
 from pixelmodels.app.runs import train
 from pixelmodels.sampling import complete, sample
 from pixelmodels.scoring import Scores, score
 from pixelmodels.settings import setting
 from pixelmodels.vqvae import load_vqvae
 
-try:
-    __version__ = version("pixelmodels")
-except PackageNotFoundError:  # imported from a source tree that was never installed
-    __version__ = "0+unknown"
-
 __all__ = [
-    "AutoregressiveModel", "CausalityReport", "DataConfig", "DatasetError", "ModelConfig", "ModelOptions",
+    "__version__", "AutoregressiveModel", "CausalityReport", "DataConfig", "DatasetError", "ModelConfig", "ModelOptions",
     "PixelModelsError", "RunConfig", "SamplingCache", "Scores", "TrainConfig", "check_causality", "complete",
     "compress", "create_model", "decompress", "evaluate", "list_datasets", "list_models", "list_pretrained", "load",
     "load_dataset", "load_pretrained", "load_vqvae", "pretrained_info", "register_cache", "register_model",

@@ -172,6 +172,12 @@ def training_state(model, ema_model, optimizer, scheduler, counters: dict[str, i
 
 def model_config_of(run_dir: str | Path) -> ModelConfig:
     """The ``ModelConfig`` stored in a run (or exported model) directory."""
+    return read_model_dir(run_dir)[0]
+
+
+def read_model_dir(run_dir: str | Path) -> tuple[ModelConfig, dict]:
+    """The ``ModelConfig`` stored in a run (or exported model) directory, its family's options checked by their
+    declarations before anything is built, and the whole ``config.json`` as read (its other sections unchecked)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PixelModelsError(f"{run_dir}: no such run directory")
@@ -181,21 +187,27 @@ def model_config_of(run_dir: str | Path) -> ModelConfig:
         raise PixelModelsError(f"{path}: expected a 'model' section, found "
                                f"{f'keys {sorted(cfg)}' if isinstance(cfg, dict) else type(cfg).__name__}")
     config = from_dict(ModelConfig, cfg["model"], path, "model")
-    try:  # the family's options, checked by their declarations before anything is built
+    try:
         resolve_options(config.name, config.preset, config.options)
     except SettingError as e:
         raise SettingError(e.name, f"{path}: model.options.{e.name}", e.expected, e.found, e.allowed) from None
     except PixelModelsError as e:
         raise PixelModelsError(f"{path}: {e}") from None
-    return config
+    return config, cfg
 
 
 def load(path: str | Path, device: str | torch.device = "cpu"):
     """Rebuild the model saved in a run directory, with its EMA weights, in eval mode."""
+    return load_with_config(path, device)[0]
+
+
+def load_with_config(path: str | Path, device: str | torch.device = "cpu") -> tuple:
+    """:func:`load`, and the directory's whole ``config.json`` (read once): (model, the config as a dict)."""
     path = Path(path)
-    model = build_model(model_config_of(path))
+    config, stored = read_model_dir(path)
+    model = build_model(config)
     load_state_dict_checked(model, load_weights(path / WEIGHTS), path / WEIGHTS)
-    return model.to(device).eval()
+    return model.to(device).eval(), stored
 
 
 def save_pretrained(model, path: str | Path) -> Path:

@@ -38,23 +38,26 @@ SHARED = {
     "--resize": dict(action="store_true", help="convert image files to the model's channels and size: center-crop "
                      "to its aspect ratio and resize (else a file of another shape is an error)"),
     "--overwrite": dict(action="store_true", help="replace existing outputs: every file the command would write "
-                        "over (--out / -o and the files beside it, --heatmap's files)"),
+                        "over (--out / -o and the files beside it)"),
 }
 
 
-def command_parser(command: str, description: str, *shared: str, inputs: bool = False, **kw) -> Parser:
+def command_parser(command: str, description: str, *shared: str, inputs: bool = False, helps: dict | None = None,
+                   **kw) -> Parser:
     """The parser of a command that uses a trained model: its source (RUN_DIR or --pretrained NAME; with
-    ``inputs``, RUN_DIR then INPUT files) and the ``shared`` flags of ``SHARED``."""
+    ``inputs``, RUN_DIR then INPUT files) and the ``shared`` flags of ``SHARED``, their help written for this
+    command where ``helps`` (flag -> help) says so."""
     p = Parser(prog=f"pixelmodels {command}", description=description, **kw)
     if inputs:
         p.add_argument("paths", nargs="*", type=Path, metavar="RUN_DIR / INPUT",
-                       help="the run directory (unless --pretrained), then PNG/JPEG files or folders of them")
+                       help="the run directory (unless --pretrained), then PNG/JPEG files, folders of them, or "
+                       ".npz/.npy arrays files")
     else:
         p.add_argument("run_dir", type=Path, nargs="?", metavar="RUN_DIR",
                        help="a run directory (or a directory written by save_pretrained)")
     p.add_argument("--pretrained", metavar="NAME", help=f"a model shipped with pixelmodels, one of {list_pretrained()}")
     for flag in shared:
-        p.add_argument(flag, **SHARED[flag])
+        p.add_argument(flag, **(SHARED[flag] | ({"help": helps[flag]} if flag in (helps or {}) else {})))
     return p
 
 
@@ -215,11 +218,10 @@ def cmd_score(argv: list[str]) -> int:
     p = command_parser(
         "score", "Bits/dim of every image of a dataset split or of image files and folders, as CSV rows "
         "(source,index,label,bits_per_dim,nll_nats); optionally a per-pixel NLL heat map per image.",
-        "--dataset", "--data-dir", "--split", "--device", "--overwrite", inputs=True,
+        "--dataset", "--data-dir", "--split", "--device", "--resize", "--overwrite", inputs=True,
+        helps={"--overwrite": "replace existing outputs: the CSV of --out and the heat maps of --heatmap"},
         usage="pixelmodels score (RUN_DIR | --pretrained NAME) [INPUT ...] [options]")
     add_dataclass_flags(p, ScoreSettings, skip=("batch_size",))
-    p.add_argument("--resize", action="store_true",
-                   help="convert image files to the model's channels and size (else another shape is an error)")
     p.add_argument("--out", type=Path, help="the CSV file to write, ending in .csv (default: standard output)")
     p.add_argument("--heatmap", type=Path, metavar="DIR", help="write a PNG per image here: the image beside its "
                    "per-pixel NLL heat map, with the colour scale (black: 0 bits, red, yellow, white: C * n_bits "
@@ -264,7 +266,10 @@ def cmd_decompress(argv: list[str]) -> int:
     p = command_parser("decompress", "Decode a stream of compress with its model into PNG files in a folder, or an "
                        ".npz; a model with a condition takes it from --cond or the dataset. Prints the bits/dim, the "
                        "model's NLL and images/s.", "--dataset", "--data-dir", "--split", "--device", "--cond",
-                       "--overwrite")
+                       "--overwrite", helps={
+                           "--dataset": "for a model with a condition and no --cond: the dataset whose conditions "
+                                        "the stream was coded with (default: the one the model was trained on)",
+                           "--overwrite": "replace an existing --out (the .npz, or the PNG files in the folder)"})
     p.add_argument("stream", type=Path, metavar="IN.pmc", help="the stream to decode")
     add_dataclass_flags(p, CompressSettings, only=("workers",))
     p.add_argument("-o", "--out", type=Path, required=True, help="a folder for PNG files (named as the compressed "
@@ -332,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     on stderr and exit code 2 (``--debug``: the traceback instead). Library warnings print as one line too."""
     import os
 
-    from pixelmodels import __version__
+    from pixelmodels._version import __version__
     from pixelmodels.models.registry import import_models
 
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -20,13 +20,13 @@ import torch
 from pixelmodels import checkpoint as ckpt
 from pixelmodels import distributed
 from pixelmodels.app.session import RunCallbacks, run_training
-from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig, read_config
+from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig, from_dict, read_config
 from pixelmodels.data import DATASET_INFO, list_datasets, load_dataset
 from pixelmodels.distributed import World
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.devices import check_precision, resolve_device
 from pixelmodels.models.registry import build_model, get_spec, list_models, resolve_options
-from pixelmodels.pretrained import list_pretrained, load_pretrained, pretrained_info, pretrained_path
+from pixelmodels.pretrained import list_pretrained, pretrained_info, pretrained_path
 from pixelmodels.data.datasets import describe_data
 from pixelmodels.settings import MAX_COUNT
 from pixelmodels.training import Trainer
@@ -214,14 +214,15 @@ def open_model(run_dir: str | Path | None, pretrained: str | None, device="cpu")
     if (run_dir is None) == (pretrained is None):
         raise PixelModelsError("expected a run directory or --pretrained NAME (one of "
                                f"{list_pretrained()}), found {'both' if pretrained else 'neither'}")
-    device = resolve_device(str(device))
-    if pretrained is not None:
-        model = load_pretrained(pretrained, device)
-        return model, DataConfig(dataset=pretrained_info(pretrained)["dataset"], n_bits=model.n_bits), Path(".")
-    model = ckpt.load(run_dir, device)
-    stored = read_config(Path(run_dir) / ckpt.CONFIG)
-    data = RunConfig.from_dict(stored, Path(run_dir) / ckpt.CONFIG).data if "data" in stored else None
-    return model, data, Path(run_dir)
+    folder = Path(run_dir) if pretrained is None else pretrained_path(pretrained)
+    model, stored = ckpt.load_with_config(folder, resolve_device(str(device)))
+    if "data" in stored:  # a run directory
+        data = from_dict(DataConfig, stored["data"], folder / ckpt.CONFIG, "data")
+    elif pretrained is not None:  # a shipped model: its metadata names the dataset
+        data = DataConfig(dataset=pretrained_info(pretrained)["dataset"], n_bits=model.n_bits)
+    else:  # a directory written by save_pretrained
+        data = None
+    return model, data, Path(".") if pretrained is not None else folder
 
 
 def vqvae_of(run_dir: str | Path | None, pretrained: str | None, device="cpu"):

@@ -40,7 +40,7 @@ def stop_rule(train: TrainConfig, n_train: int) -> str:
         line = f"training stops after {epochs} (--epochs" + \
             ("" if train.max_steps is None else f"; --max-steps is {train.max_steps:,}") + ")"
     else:
-        line = (f"training stops after {train.max_steps:,} steps "
+        line = (f"training stops after {train.max_steps:,} step{'s' * (train.max_steps != 1)} "
                 f"(--max-steps{f'; --epochs {train.epochs:,} is {batches:,} batches' if limited else ''})")
     return line + ("" if minutes is None else f", or after {minutes} if that comes first")
 
