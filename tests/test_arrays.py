@@ -447,7 +447,8 @@ def test_option_errors(tmp_path):
     with pytest.raises(DatasetError, match=r"^--n-codes applies to the arrays dataset only .*mnist"):
         load_dataset("mnist", root=tmp_path, n_codes=512, download=False)
     for bad, expected in ((1, "at least 2"), (2.5, "an integer"), (True, "an integer"), ("512", "an integer")):
-        with pytest.raises(PixelModelsError, match=rf"^--n-codes: expected {expected}\b.*, found {re.escape(repr(bad))}"):
+        found = re.escape(repr(bad))
+        with pytest.raises(PixelModelsError, match=rf"^--n-codes: expected {expected}\b.*, found {found}"):
             load_dataset("arrays", "train", root=tmp_path, n_codes=bad)
     error(tmp_path, r"code maps \(--n-codes 300\) have no --n-bits; found n_bits=8", n_codes=300, n_bits=8)
     error(tmp_path, r"^image_size applies to the folder dataset only: arrays takes it from the files", image_size=5)

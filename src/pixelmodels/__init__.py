@@ -35,7 +35,8 @@ from pixelmodels.settings import setting
 from pixelmodels.vqvae import load_vqvae
 
 __all__ = [
-    "__version__", "AutoregressiveModel", "CausalityReport", "DataConfig", "DatasetError", "ModelConfig", "ModelOptions",
+    "__version__", "AutoregressiveModel", "CausalityReport", "DataConfig", "DatasetError", "ModelConfig",
+    "ModelOptions",
     "PixelModelsError", "RunConfig", "SamplingCache", "Scores", "TrainConfig", "check_causality", "complete",
     "compress", "create_model", "decompress", "evaluate", "list_datasets", "list_models", "list_pretrained", "load",
     "load_dataset", "load_pretrained", "load_vqvae", "pretrained_info", "register_cache", "register_model",

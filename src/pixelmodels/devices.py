@@ -77,7 +77,8 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` -> bf16 where ``device`` runs it natively, else fp32; an explicit bf16 without native support
-    warns (``warnings.warn``, shown once per place by Python's default filter) why and what to expect. Returns fp32, bf16 or fp16."""
+    warns (``warnings.warn``, shown once per place by Python's default filter) why and what to expect.
+    Returns fp32, bf16 or fp16."""
     check_precision(precision, device)
     native, why = native_bf16(device) if precision in ("auto", "bf16") else (True, "")
     if precision == "auto":

@@ -309,7 +309,8 @@ class Trainer:
             self.log({"step": self.step, "epoch": self.epoch, "bad_step": self.bad_steps, "train_bpd": bpd})
             if self.bad_steps >= t.max_bad_steps:
                 raise PixelModelsError(
-                    f"training stopped: the loss was not finite in {self.bad_steps} step{'s' * (self.bad_steps != 1)} in a row "
+                    f"training stopped: the loss was not finite in {self.bad_steps} "
+                    f"step{'s' * (self.bad_steps != 1)} in a row "
                     f"(--max-bad-steps {t.max_bad_steps}) at step {self.step}; the weights were not updated by "
                     f"them and the last checkpoint in {self.out} is intact. Try a lower --lr or --precision fp32")
             return bpd

@@ -16,7 +16,8 @@ from pathlib import Path
 
 
 from pixelmodels import checkpoint as ckpt
-from pixelmodels.app.commands import CompleteSettings, CompressSettings, EvaluateSettings, GenerateSettings, ScoreSettings
+from pixelmodels.app.commands import (CompleteSettings, CompressSettings, EvaluateSettings, GenerateSettings,
+                                      ScoreSettings)
 from pixelmodels.config import DataConfig, TrainConfig
 from pixelmodels.errors import run_command
 from pixelmodels.app.flags import Parser, add_dataclass_flags, given
