@@ -5,7 +5,10 @@ ARGS...`` installs SPEC and runs ``pixelmodels ARGS...``. A spec is items separa
 
 * ``nan@3,4``: the losses of the 3rd and 4th step attempts of this process are NaN;
 * ``kill@step:7``: SIGKILL right after optimizer step 7;
-* ``kill@save:2``: SIGKILL in the middle of writing the 2nd training state of this process.
+* ``kill@save:2``: SIGKILL in the middle of writing the 2nd training state of this process;
+* ``rank@1``: the other items apply to the torchrun worker of RANK 1 only.
+
+Under torchrun no fault applies to a restarted worker (``TORCHELASTIC_RESTART_COUNT`` above 0): it runs clean.
 """
 
 from __future__ import annotations
@@ -30,8 +33,14 @@ def install(spec: str, patch=None) -> None:
     """Patch the Trainer, the run's callbacks and the checkpoint writer for ``spec``; ``patch(obj, name, value)``
     sets an attribute (pytest's ``monkeypatch.setattr``; default: ``setattr`` for the life of the process)."""
     patch = patch or setattr
-    for item in filter(None, (part.strip() for part in spec.split(";"))):
+    items = [part.strip() for part in spec.split(";") if part.strip()]
+    ranks = [item.partition("@")[2] for item in items if item.startswith("rank@")]
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) or ranks and os.environ.get("RANK", "0") not in ranks:
+        return
+    for item in items:
         kind, _, arg = item.partition("@")
+        if kind == "rank":
+            continue
         if kind == "nan":
             poison_attempts(patch, {int(a) for a in arg.split(",")})
         elif kind == "kill" and arg.startswith("step:"):

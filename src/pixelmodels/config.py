@@ -165,6 +165,9 @@ class TrainConfig(Settings):
     channels_last: bool | None = setting(None, "channels-last memory format (default: on for CUDA, off for CPU)")
     checkpoint_every_steps: int | None = setting(None, "also write a checkpoint every N steps (one is always "
                                                  "written at the end of an epoch)", ge=1, le=MAX_COUNT)
+    checkpoint_every_minutes: float | None = setting(None, "also write a checkpoint when this many minutes have "
+                                                     "passed since the last one (rank 0's clock), so that a "
+                                                     "restart loses little", gt=0, le=MAX_MINUTES, noun="minutes")
     max_bad_steps: int = setting(20, "stop with an error after this many steps in a row with a non-finite loss "
                                  "(they are skipped)", ge=1, le=MAX_COUNT)
     deterministic: bool = setting(False, "torch.use_deterministic_algorithms: a resumed run repeats an "

@@ -45,8 +45,20 @@ def init(device: torch.device) -> World:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend)
+        # torchrun keeps its store across restarts: the addresses a killed worker published there stay, and a
+        # restarted worker may read them and fail to connect. Each attempt of the workers keys its own.
+        store, _, _ = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend, store=dist.PrefixStore(f"pixelmodels/attempt{attempt}/", store),
+                                rank=world.rank, world_size=world.size)
     return world
+
+
+def close() -> None:
+    """Leave torchrun's process group, if this process joined one: the entry point's last step, on success,
+    error or signal, so that gloo's and NCCL's threads and connections end before the interpreter does."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def local_device(device: torch.device, world: World) -> torch.device:

@@ -234,6 +234,7 @@ class Trainer:
             self.net, self.eval_forward = torch.compile(self.net), torch.compile(self.ema.model)
         self.callbacks = Callbacks()  # fit's, while it runs
         self.budget = Budget(t.max_minutes)  # fit's time budget (--max-minutes), started by fit
+        self.saved_at = self.budget.start  # when the last checkpoint was written (--checkpoint-every-minutes)
 
     # -- state and checkpoints --------------------------------------------------
     def state_dict(self) -> dict:
@@ -258,6 +259,7 @@ class Trainer:
 
     def save(self) -> None:
         """Write config, EMA weights and the full training state, each atomically (rank 0 only)."""
+        self.saved_at = time.perf_counter()
         if not self.world.main:
             return
         ckpt.write_json(self.out / ckpt.CONFIG, self.run.to_dict())
@@ -341,6 +343,15 @@ class Trainer:
         summed = all_reduce_sum(torch.tensor([float(f) for f in flags], device=self.device), self.world)
         return (summed > 0).tolist()
 
+    def _checkpoint_time(self) -> bool:
+        """``checkpoint_every_minutes`` have passed since the last checkpoint on rank 0's clock; every rank
+        agrees, so that all save together."""
+        minutes = self.run.train.checkpoint_every_minutes
+        if minutes is None:
+            return False
+        due = self.world.main and time.perf_counter() - self.saved_at >= 60 * minutes
+        return self._any(due)[0]
+
     # -- fit --------------------------------------------------------------------
     def fit(self, callbacks: Callbacks | None = None) -> dict | None:
         """Train until ``epochs``, ``max_steps`` or ``max_minutes`` (:class:`Budget`); return the last
@@ -350,6 +361,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             ckpt.write_json(self.out / ckpt.CONFIG, self.run.to_dict())
         self.budget = Budget(self.run.train.max_minutes)
+        self.saved_at = self.budget.start  # for checkpoint_every_minutes
         try:
             return self._fit(self.budget)
         finally:
@@ -379,7 +391,8 @@ class Trainer:
                 epoch_end = self.batch_in_epoch == n_batches
                 if epoch_end:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                if epoch_end or stepped and t.checkpoint_every_steps and self.step % t.checkpoint_every_steps == 0:
+                if epoch_end or stepped and t.checkpoint_every_steps and self.step % t.checkpoint_every_steps == 0 \
+                        or self._checkpoint_time():
                     budget.timed(self.save, "save")
                 due = (epoch_end and (self.epoch % t.eval_every == 0 or self.epoch == t.epochs)) or \
                     (stepped and t.eval_every_steps and self.step % t.eval_every_steps == 0)

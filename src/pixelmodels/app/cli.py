@@ -69,7 +69,9 @@ def train_parser(model: str | None) -> argparse.ArgumentParser:
     p.add_argument("--model", choices=list_models(), default=argparse.SUPPRESS, help="model family")
     p.add_argument("--preset", default=argparse.SUPPRESS, help="model preset (tiny, small, default, ...)")
     p.add_argument("--out", type=Path, help="run directory (default: runs/MODEL-DATASET-TIME)")
-    p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR; given flags override")
+    p.add_argument("--resume", metavar="DIR|auto", help="continue the run in DIR; given flags override. auto: "
+                   "continue the run in --out if it holds a checkpoint of the same run, else start it there (the "
+                   "command torchrun --max-restarts restarts)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_dataclass_flags(p.add_argument_group("data"), DataConfig)
@@ -81,26 +83,38 @@ def train_parser(model: str | None) -> argparse.ArgumentParser:
 
 
 def cmd_train(argv: list[str]) -> int:
+    """``pixelmodels train``; torchrun's process group, when joined, is left at the end, whatever the end."""
+    from pixelmodels import distributed
+
+    try:
+        return train_command(argv)
+    finally:
+        distributed.close()
+
+
+def train_command(argv: list[str]) -> int:
+    """Resolve the run of ``argv`` (new, ``--resume DIR`` or ``--resume auto``), train it and report."""
     from pixelmodels.app import runs, session
     from pixelmodels.app.inputs import splits_line
     from pixelmodels.app.outputs import plural
 
     pre = Parser(add_help=False)
     pre.add_argument("--model")
-    pre.add_argument("--resume", type=Path)
+    pre.add_argument("--resume")
     known, _ = pre.parse_known_args(argv)
-    name = known.model or (runs.read_run(known.resume).model.name if known.resume is not None else None)
+    resume_dir = None if known.resume in (None, "auto") else Path(known.resume)
+    name = known.model or (runs.read_run(resume_dir).model.name if resume_dir is not None else None)
     ns = train_parser(name).parse_args(argv)
     options = given(ns, get_spec(name).options) if name else {}
-    run, out = runs.run_and_dir(known.model, getattr(ns, "preset", None), ns.out, known.resume,
-                                given(ns, TrainConfig), options, given(ns, DataConfig))
-    trainer = runs.build_trainer(run, out, resume=known.resume is not None, overwrite=ns.overwrite)
+    run, out, resume, replaces = runs.run_and_dir(known.model, getattr(ns, "preset", None), ns.out, known.resume,
+                                                  given(ns, TrainConfig), options, given(ns, DataConfig))
+    trainer = runs.build_trainer(run, out, resume=resume, overwrite=ns.overwrite or replaces)
     if trainer.world.main:  # one start line and one report under torchrun, not one per process
         if trainer.train_set.facts is not None:  # image files were read: what was found, skipped, converted
             print(splits_line(trainer.train_set, trainer.test_set), file=sys.stderr)
         print(session.start_line(trainer), file=sys.stderr)
     record = session.run_training(trainer, session.RunCallbacks(progress=False if ns.no_progress else None),
-                               ["pixelmodels", "train", *argv])
+                                  ["pixelmodels", "train", *argv])
     if trainer.world.main:
         print(f"run directory: {out}\ntest bits/dim (EMA weights): {record['test_bpd']:.4f} after "
               f"{plural(record['step'], 'step')}")

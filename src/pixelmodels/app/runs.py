@@ -3,13 +3,15 @@
 From a ``RunConfig`` to the process, data, model and training state a ``Trainer`` is given (seeds,
 deterministic mode, torchrun's process group, random number generators on resume: the entry point's
 work, kept out of the training loop); ``train(run, out)`` builds it and runs it in a session
-(:mod:`pixelmodels.app.session`). From a run directory (or a shipped model) to the model and the data a
+(:mod:`pixelmodels.app.session`); ``--resume auto`` decides whether a command continues the run in its ``--out``
+(the command torchrun restarts). From a run directory (or a shipped model) to the model and the data a
 command uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from datetime import datetime
@@ -120,14 +122,62 @@ def resumed_run(run_dir: str | Path, train: dict, *, model: str | None = None, p
     return dataclasses.replace(stored, train=dataclasses.replace(stored.train, **train))
 
 
+# Training settings a resume may change (as ``--resume DIR`` allows): limits, evaluation, logging, checkpoints,
+# device and precision. Every other setting defines the run, so ``--resume auto`` compares it.
+MAY_CHANGE = ("epochs", "max_steps", "max_minutes", "eval_every", "eval_every_steps", "eval_batch_size", "eval_limit",
+              "n_samples", "log_every", "checkpoint_every_steps", "checkpoint_every_minutes", "max_bad_steps",
+              "device", "precision", "compile", "channels_last")
+
+
+def run_differences(asked: RunConfig, stored: RunConfig) -> list[str]:
+    """The settings that make run ``asked`` (a new run's, not yet resolved) another run than ``stored`` (a run
+    directory's): ``section.field (there X, asked Y)``, each field of :data:`MAY_CHANGE` left out."""
+    name = asked.model.name
+    options = resolve_options(name, asked.model.preset, asked.model.options, codes=stored.model.n_codes is not None)
+    sides = [{"model.name": name, "model.preset": asked.model.preset,
+              **{f"model.options.{k}": v for k, v in dataclasses.asdict(options).items()},
+              **{f"data.{k}": v for k, v in dataclasses.asdict(asked.data).items()},
+              **{f"train.{k}": v for k, v in dataclasses.asdict(resolve_train_config(asked.train, name)).items()}},
+             {"model.name": stored.model.name, "model.preset": stored.model.preset,
+              **{f"model.options.{k}": v for k, v in stored.model.options.items()},
+              **{f"data.{k}": v for k, v in dataclasses.asdict(stored.data).items()},
+              **{f"train.{k}": v for k, v in dataclasses.asdict(stored.train).items()}}]
+    new, old = (json.loads(json.dumps(side)) for side in sides)  # tuples and lists alike
+    return [f"{k} (there {old.get(k)!r}, asked {new.get(k)!r})" for k in sorted(new.keys() | old.keys())
+            if k.rpartition(".")[2] not in MAY_CHANGE and new.get(k) != old.get(k)]
+
+
+def auto_resume(out: Path, asked: RunConfig) -> tuple[bool, bool]:
+    """``--resume auto``: whether the run ``asked`` continues the run in ``out`` (a checkpoint of the same run
+    is there), and whether it replaces one there (the same run, stopped before its first checkpoint). A
+    directory that holds nothing starts the run; one that holds another run is refused."""
+    if not (out / ckpt.CONFIG).is_file():
+        return False, False
+    differences = run_differences(asked, read_run(out))
+    if differences:
+        raise PixelModelsError(f"--resume auto: --out {out} holds another run; it differs in "
+                               f"{'; '.join(differences)}; give another --out, or --resume {out} to continue it")
+    return (out / ckpt.STATE).is_file(), not (out / ckpt.STATE).is_file()
+
+
 def run_and_dir(model: str | None, preset: str | None, out: str | Path | None, resume: str | Path | None,
-                train: dict, options: dict, data: dict) -> tuple[RunConfig, Path]:
-    """``pixelmodels train``'s run and its directory: the run in ``resume`` with ``train`` changed (see
-    :func:`resumed_run`), or a new one (:func:`new_run`) in ``out`` (default: :func:`default_run_dir`)."""
+                train: dict, options: dict, data: dict) -> tuple[RunConfig, Path, bool, bool]:
+    """``pixelmodels train``'s run, its directory, whether it resumes and whether it replaces a run there (before
+    ``--overwrite``): the run in ``resume`` with ``train`` changed (see :func:`resumed_run`), or a new one
+    (:func:`new_run`) in ``out`` (default: :func:`default_run_dir`). ``resume`` "auto" is the run in ``out``
+    when it holds a checkpoint of the same run (:func:`auto_resume`), else a new one."""
+    if resume == "auto":
+        if out is None:
+            raise PixelModelsError("--resume auto: expected --out DIR, the run directory to continue or start; "
+                                   "found no --out")
+        asked = new_run(model, preset or "default", options, data, train)
+        resuming, replaces = auto_resume(Path(out), asked)
+        return (resumed_run(out, train), Path(out), True, False) if resuming else (asked, Path(out), False, replaces)
     if resume is not None:
-        return resumed_run(resume, train, model=model, preset=preset, options=options, data=data), Path(resume)
+        run = resumed_run(resume, train, model=model, preset=preset, options=options, data=data)
+        return run, Path(resume), True, False
     run = new_run(model, preset or "default", options, data, train)
-    return run, Path(out) if out is not None else default_run_dir(run)
+    return run, Path(out) if out is not None else default_run_dir(run), False, False
 
 
 def setup_process(train: TrainConfig) -> tuple[World, torch.device]:
@@ -202,8 +252,11 @@ def build_trainer(run: RunConfig, out: str | Path, *, resume: bool = False, over
 def train(run: RunConfig, out: str | Path, resume: bool = False, progress: bool | None = None,
           overwrite: bool = False) -> dict:
     """Train a run described by ``run`` into directory ``out`` (``overwrite``: replacing a run there), as
-    ``pixelmodels train`` does; returns the final test record."""
-    return run_training(build_trainer(run, out, resume=resume, overwrite=overwrite), RunCallbacks(progress))
+    ``pixelmodels train`` does; returns the final test record. Leaves torchrun's process group at the end."""
+    try:
+        return run_training(build_trainer(run, out, resume=resume, overwrite=overwrite), RunCallbacks(progress))
+    finally:
+        distributed.close()
 
 
 # -- the model and data a command uses: a run directory or a shipped model ----------------------
