@@ -16,7 +16,7 @@ from PIL import Image
 import pixelmodels
 from pixelmodels.app import reports
 from pixelmodels.app.cli import main
-from pixelmodels.app.outputs import plural
+from pixelmodels.app.outputs import plural, write_folder
 from pixelmodels.imageio import GRID_FORMATS, display_scale, enlarge, make_grid
 from pixelmodels.vqvae import VQVAE
 
@@ -226,6 +226,18 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path, capsy
     assert main(["generate", str(folder), "--n", "2", "--seed", "3", "--out", str(out), "--overwrite"]) == 2
     assert f"{out}: could not write: the disk is full" in error(capsys)
     assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == before  # no .tmp file, nothing replaced
+
+
+def test_a_folder_is_written_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "decoded"
+    write_folder(out, {"a.png": b"1", "sub/b.png": b"2"})
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == ["a.png", "sub/b.png"]
+    with pytest.raises(OSError):  # a name the folder cannot hold: nothing of the new folder stays
+        write_folder(out, {"c.png": b"3", "sub/d.png": b"4", "sub": b"a file where a folder is"})
+    assert not (out / "c.png").exists() and (out / "sub" / "b.png").read_bytes() == b"2"
+    assert [p.name for p in tmp_path.iterdir()] == ["decoded"]  # no temporary folder left
+    write_folder(out, {"c.png": b"3"})  # --overwrite: the new folder replaces the old one
+    assert [p.name for p in out.iterdir()] == ["c.png"] and [p.name for p in tmp_path.iterdir()] == ["decoded"]
 
 
 # -- the format from the extension ---------------------------------------------------------------------------------

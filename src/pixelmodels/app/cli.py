@@ -20,6 +20,7 @@ from pixelmodels.app.commands import (CompleteSettings, CompressSettings, Evalua
                                       ScoreSettings)
 from pixelmodels.config import DataConfig, TrainConfig
 from pixelmodels.errors import run_command
+from pixelmodels.imageio import GRID_FORMATS
 from pixelmodels.app.flags import Parser, add_dataclass_flags, given
 from pixelmodels.models.registry import get_spec, list_models
 from pixelmodels.pretrained import list_pretrained
@@ -60,6 +61,14 @@ def command_parser(command: str, description: str, *shared: str, inputs: bool = 
     for flag in shared:
         p.add_argument(flag, **(SHARED[flag] | ({"help": helps[flag]} if flag in (helps or {}) else {})))
     return p
+
+
+def grid_out_help(name: str, codes: str) -> str:
+    """The help of ``--out`` for a command that writes a grid (``generate``, ``complete``): its default ``name``,
+    and what a model of ``codes`` writes."""
+    return (f"where to write, the format from the extension: a grid ({', '.join(GRID_FORMATS)}; default "
+            f"RUN_DIR/{name}.png, or ./{name}.png for --pretrained) and the .npz of the arrays beside it, or the .npz "
+            f"alone. Code maps: {codes}")
 
 
 # -- train -------------------------------------------------------------------
@@ -154,10 +163,8 @@ def cmd_generate(argv: list[str]) -> int:
                        "a VQ-VAE beside the model); --n samples for each condition of --cond.", "--device", "--cond",
                        "--overwrite")
     add_dataclass_flags(p, GenerateSettings)
-    p.add_argument("--out", type=Path, help="where to write, the format from the extension: a grid (.png, .webp, "
-                   ".tif, .tiff, .bmp; default RUN_DIR/generated.png, or ./generated.png for --pretrained) and the "
-                   ".npz of the arrays beside it, or the .npz alone. Code maps: the .npy (default generated.npy) or "
-                   ".npz; with a VQ-VAE beside the model, also the grid and .npz of the images it decodes them to")
+    p.add_argument("--out", type=Path, help=grid_out_help("generated", "the .npy (default generated.npy) or .npz; "
+                   "with a VQ-VAE beside the model, also the grid and .npz of the images it decodes them to"))
     ns = p.parse_args(argv)
     s = GenerateSettings(**given(ns, GenerateSettings))
     model, _, home = open_model(ns.run_dir, ns.pretrained, ns.device)
@@ -182,10 +189,8 @@ def cmd_complete(argv: list[str]) -> int:
                        "[INPUT ...] [--label K] [--resize] [options]")
     add_dataclass_flags(p.add_mutually_exclusive_group(), CompleteSettings, only=("rows", "pixels"))
     add_dataclass_flags(p, CompleteSettings, skip=("rows", "pixels"))
-    p.add_argument("--out", type=Path, help="where to write, the format from the extension: a grid (.png, .webp, "
-                   ".tif, .tiff, .bmp; default RUN_DIR/completions.png, or ./completions.png for --pretrained) and "
-                   "the .npz of the arrays beside it, or the .npz alone. Code maps: the .npz (default "
-                   "completions.npz), or a grid with a VQ-VAE beside the model")
+    p.add_argument("--out", type=Path, help=grid_out_help("completions", "the .npz (default completions.npz), or "
+                   "a grid with a VQ-VAE beside the model"))
     ns = p.parse_args(argv)
     s = CompleteSettings(**given(ns, CompleteSettings))
     run_dir, _ = run_and_inputs(ns)

@@ -19,9 +19,7 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import struct
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import numpy as np
 import torch
 
 from pixelmodels.app.outputs import (Target, channels_last_array, npz_bytes, plural, refuse_format, target, wrote,
-                                     write_files)
+                                     write_files, write_folder)
 from pixelmodels.compression import MAGIC, compress, decompress
 from pixelmodels.errors import PixelModelsError, one_line
 from pixelmodels.imageio import GRID_FORMATS, encode, to_uint8_range
@@ -189,23 +187,10 @@ def write_images(t: Target, images: torch.Tensor, labels: torch.Tensor | None, m
     from PIL import Image
 
     names = names or [f"{k:06d}.png" for k in range(n)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        for name, array in zip(names, to_uint8_range(images, model.n_bits)):
-            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / name).write_bytes(encode(Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array), name))
-        if labels is not None:
-            rows = "".join(f"{name},{int(v)}\n" for name, v in zip(names, labels))
-            (tmp / "labels.csv").write_text("file,label\n" + rows)
-        if out.exists():  # --overwrite: the old output leaves only once the new one is complete
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            out.rename(old / out.name)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    files = {name: encode(Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array), name)
+             for name, array in zip(names, to_uint8_range(images, model.n_bits))}
+    if labels is not None:
+        rows = "".join(f"{name},{int(v)}\n" for name, v in zip(names, labels))
+        files["labels.csv"] = ("file,label\n" + rows).encode()
+    write_folder(out, files)
     return wrote(t, f"{plural(n, 'PNG file')}" + (" and labels.csv" if labels is not None else ""))

@@ -24,6 +24,8 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -116,6 +118,28 @@ def write_files(files: dict[Path, bytes]) -> None:
     """Write ``files`` (path -> bytes, all made before the first is written) atomically, making missing folders."""
     for path, data in files.items():
         atomic_write(path, data)
+
+
+def write_folder(folder: Path, files: dict[str, bytes]) -> None:
+    """Write a folder of ``files`` (name inside it -> bytes, all made before the first is written) whole or not
+    at all: into a temporary folder beside it, then renamed; an existing folder (``--overwrite``) leaves only
+    once the new one is complete, and a failure leaves it as it was and no temporary folder."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for name, data in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(data)
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+            folder.rename(old / folder.name)
+            tmp.rename(folder)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def wrote(t: Target, what: str = "") -> str:
