@@ -307,3 +307,15 @@ def test_training_says_what_runs_shows_its_progress_and_reports(tmp_path, monkey
     assert stop_rule(resolve_train_config(TrainConfig(epochs=2, max_minutes=2.5), "gated-pixelcnn"), 64) == \
         "training stops after 2 epochs, 4 batches (--epochs), or after 2.5 minutes (--max-minutes, evaluation " \
         "included) if that comes first"
+
+
+def test_the_trainer_perturbs_training_batches_only_and_decays_weights(tmp_path):
+    trainer = tiny_trainer(tmp_path, perturb=0.5, weight_decay=0.01)
+    idx = next(trainer.batches(0))
+    raw = trainer.train_set.images[idx]
+    x, _, _ = trainer.batch(idx)
+    assert 0.25 < (x != raw).double().mean().item() < 0.5 and int(x.max()) < 4  # 1/4 of the draws are no change
+    assert torch.equal(trainer.batch(idx)[0], x)  # the same (seed, epoch, batch): the same perturbation
+    assert torch.equal(trainer.batch(idx, whole=True)[0], raw)  # the initializing batch is as it is
+    assert trainer.opt.param_groups[0]["weight_decay"] == 0.01
+    assert tiny_trainer(tmp_path / "plain").opt.param_groups[0]["weight_decay"] == 0

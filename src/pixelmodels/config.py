@@ -47,6 +47,9 @@ def _image_shape_ok(shape) -> bool:
             and shape[0] in (1, 3) and min(shape) >= 1)
 
 
+CODECS = ("png", "webp", "jpegxl")  # the lossless codecs of input complexity (pixelmodels.ood)
+
+
 @dataclass
 class ModelConfig(Settings):
     """What a model is: its family, the images it models and its options.
@@ -138,6 +141,13 @@ class TrainConfig(Settings):
     adam_betas: tuple[float, float] | None = setting(None, "Adam's two betas", ge=0, lt=1, noun="two betas")
     grad_clip: float | None = setting(None, "clip the gradient norm to this value (0: no clipping)", ge=0, le=1e6,
                                       noun="a gradient norm")
+    weight_decay: float = setting(0.0, "L2 penalty: adds weight_decay * w to the gradient of every weight w (the "
+                                  "optimizer's coupled weight decay; the loss gains weight_decay / 2 * |w|^2)",
+                                  ge=0, le=1, noun="a penalty")
+    perturb: float = setting(0.0, "at every training step replace each input value, independently with this "
+                             "probability, by a uniformly random one: how the background model of a likelihood "
+                             "ratio is trained (Ren et al. 2019); evaluation sees the inputs as they are",
+                             ge=0, lt=1, noun="a rate")
     device: str = setting("auto", "cpu, cuda or cuda:N (auto: CUDA when available)")
     seed: int = setting(0, "random seed of initialization, data order and sample grids", ge=0, le=MAX_SEED)
     max_steps: int | None = setting(None, "stop after this many optimizer steps in total (with --epochs too: "
@@ -247,6 +257,9 @@ class ScoreOptions(Settings):
 
     batch_size: int = setting(64, "images per forward pass (bounds memory, does not change the result)", ge=1,
                               le=MAX_BATCH)
+    complexity: str | None = setting(None, "also each image's input complexity, bits/dim of its file under this "
+                                     "lossless codec, and S = bits/dim - complexity (Serra et al. 2020): png "
+                                     "(Pillow), webp or jpegxl (imagecodecs)", choices=CODECS)
 
 
 @dataclass

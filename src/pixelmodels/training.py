@@ -82,6 +82,28 @@ class EMA:
 
 
 # -- one step ---------------------------------------------------------------------------------------------------
+def perturb(x: torch.Tensor, rate: float, n_values: int, generator: torch.Generator, n_global: int | None = None,
+            rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` with each value, independently with probability ``rate``, replaced by one drawn uniformly from
+    ``0..n_values - 1``: the perturbed inputs a background model learns from (Ren et al. 2019, "mutations").
+
+    Args:
+        x: integer images (B, C, H, W) (or code maps).
+        rate: the probability of each value to be replaced, in [0, 1).
+        n_values: 2**n_bits for images, n_codes for code maps.
+        generator: a CPU generator: the same seed gives the same perturbation.
+        n_global, rows: ``x`` is the rows ``rows`` of a batch of ``n_global``; the draws are the whole batch's,
+            so a rank's part is perturbed as it would be in one process (default: ``x`` is the whole batch).
+    """
+    n_global = len(x) if n_global is None else n_global
+    shape = (n_global, *x.shape[1:])
+    replace = torch.rand(shape, generator=generator) < rate
+    values = torch.randint(0, n_values, shape, generator=generator, dtype=x.dtype)
+    if rows is not None:
+        replace, values = replace[rows], values[rows]
+    return torch.where(replace.to(x.device), values.to(x.device), x)
+
+
 def training_loss(model, x, y=None, cond=None, *, net=None, precision: str = "fp32", world: World = World(),
                   n_global: int | None = None) -> torch.Tensor:
     """The loss of a batch: its mean bits/dim, a float32 scalar with gradients.
@@ -219,8 +241,9 @@ class Trainer:
             self.model.initialize_from_data(*self.batch(next(self.batches(0)), whole=True))
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.opt = (torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=t.adam_betas) if t.optimizer == "adam"
-                    else torch.optim.RMSprop(self.model.parameters(), lr=t.lr))
+        self.opt = (torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=t.adam_betas, weight_decay=t.weight_decay)
+                    if t.optimizer == "adam" else
+                    torch.optim.RMSprop(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay))
         self.sched = lr_scheduler(self.opt, t)
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
         self.ema = EMA(self.model, t.ema, warmup=t.ema_warmup)
@@ -285,10 +308,18 @@ class Trainer:
 
     def batch(self, idx: torch.Tensor, whole: bool = False):
         """(x, y, cond) of this rank's part of the global batch ``idx`` (of all of it when ``whole``) on the
-        device; y and cond are None when the model takes no labels or no condition."""
-        idx = idx if whole else shard(idx, self.world)
-        idx = idx.to(self.train_set.images.device)
-        x = self.train_set.images[idx].to(self.device, non_blocking=True)
+        device; y and cond are None when the model takes no labels or no condition. With ``perturb``, the
+        training batch (not the whole first batch that initializes) is perturbed as one global batch, with a
+        generator seeded by (seed, epoch, batch), so the perturbation does not depend on the number of ranks
+        and a resumed run repeats it."""
+        t = self.run.train
+        rows = torch.arange(len(idx)) if whole else shard(torch.arange(len(idx)), self.world)
+        n_global, idx = len(idx), idx[rows].to(self.train_set.images.device)
+        x = self.train_set.images[idx]
+        if t.perturb and not whole:
+            gen = torch.Generator().manual_seed((t.seed * 100_003 + self.epoch) * 1_000_003 + self.batch_in_epoch)
+            x = perturb(x, t.perturb, self.model.n_codes or 2 ** self.model.n_bits, gen, n_global, rows)
+        x = x.to(self.device, non_blocking=True)
         if self.channels_last and not whole:
             x = x.contiguous(memory_format=torch.channels_last)
         y = self.train_set.labels[idx].to(self.device) if self.model.n_classes else None
