@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 import pixelmodels
+import pixelmodels.ood
 import pixelmodels.pretrained
 from pixelmodels.app import reports
 from pixelmodels.app.cli import main
@@ -202,7 +204,7 @@ def test_conditional_model_needs_labels_for_files(tmp_path, capsys):
     model_dir, model = export(tmp_path, n_classes=10)
     array = np.random.default_rng(3).integers(0, 256, (28, 28), dtype=np.uint8)
     path = write_png(tmp_path / "img.png", array)
-    assert main(["score", str(model_dir), str(path)]) == 2
+    assert main(["evaluate", str(model_dir), str(path)]) == 2  # score takes the marginal instead (below)
     err = capsys.readouterr().err
     assert "--label" in err and "conditional on 10 classes" in err
     assert main(["score", str(model_dir), str(path), "--label", "10"]) == 2
@@ -268,3 +270,82 @@ def test_unreadable_and_missing_inputs_are_named(tmp_path, capsys):
         assert main(["score", str(model_dir), str(path)]) == 2
         err = capsys.readouterr().err
         assert str(path) in err and message in err and "Traceback" not in err
+
+
+def test_a_conditional_model_without_labels_scores_the_marginal(tmp_path, data, capsys):
+    model_dir, model = export(tmp_path, n_classes=10)
+    arrays = np.random.default_rng(4).integers(0, 256, (2, 28, 28), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", arrays)
+    out = tmp_path / "s.csv"
+    assert main(["score", str(model_dir), str(tmp_path / "x.npy"), "--out", str(out)]) == 0
+    assert ("the model is conditional on 10 classes and no labels were given: scoring the marginal likelihood "
+            "log sum_y p(x|y) p(y), p(y) uniform (10 passes an image)") in capsys.readouterr().err
+    x = torch.from_numpy(arrays[:, None])
+    with torch.no_grad():  # the explicit sum over the classes, p(y) = 1/10
+        per_class = torch.stack([model.log_prob(x, torch.full((2,), y)) for y in range(10)]).double()
+    marginal = -(torch.logsumexp(per_class, 0) - np.log(10)) / (np.log(2) * 784)
+    rows = read_csv(out)
+    assert [r["label"] for r in rows] == ["", ""]
+    assert np.allclose([float(r["bits_per_dim"]) for r in rows], marginal.numpy(), atol=2e-6, rtol=0)
+
+    # a labelled dataset keeps its labels; only the images without labels take the marginal
+    assert main(["score", str(model_dir), str(tmp_path / "x.npy"), "--dataset", "fashion-mnist", "--data-dir",
+                 str(data), "--out", str(out), "--overwrite"]) == 0
+    assert ("the model is conditional on 10 classes and 2 of 9 images have no labels: scoring their marginal "
+            "likelihood") in capsys.readouterr().err
+    test = pixelmodels.load_dataset("fashion-mnist", "test", root=data)
+    rows = read_csv(out)
+    assert [r["source"] for r in rows] == ["fashion-mnist:test"] * 7 + [str(tmp_path / "x.npy")] * 2
+    assert [r["label"] for r in rows] == [str(y) for y in test.labels.tolist()] + ["", ""]
+    with torch.no_grad():
+        labelled = model.bits_per_dim(test.images, test.labels)
+    assert np.allclose([float(r["bits_per_dim"]) for r in rows[:7]], labelled.numpy(), atol=2e-6, rtol=0)
+    assert np.allclose([float(r["bits_per_dim"]) for r in rows[7:]], marginal.numpy(), atol=2e-6, rtol=0)
+
+
+def test_background_ratio_is_two_score_runs_subtracted_and_complexity_columns(tmp_path, data, capsys):
+    model_dir, model = export(tmp_path, "model")
+    with torch.no_grad():  # another model of the same data
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    background_dir = pixelmodels.save_pretrained(model, tmp_path / "background")
+    files = {name: tmp_path / f"{name}.csv" for name in ("model", "background", "both")}
+    common = ["--dataset", "fashion-mnist", "--data-dir", str(data), "--limit", "5"]
+    assert main(["score", str(model_dir), *common, "--out", str(files["model"])]) == 0
+    assert main(["score", str(background_dir), *common, "--out", str(files["background"])]) == 0
+    assert main(["score", str(model_dir), *common, "--background", str(background_dir), "--complexity", "png",
+                 "--out", str(files["both"])]) == 0
+    alone, under, both = (read_csv(files[k]) for k in ("model", "background", "both"))
+    assert list(both[0]) == ["source", "index", "label", "bits_per_dim", "nll_nats", "background_bits_per_dim",
+                             "likelihood_ratio", "complexity_png", "complexity_score_png"]
+
+    def value(rows, key):
+        return np.array([float(r[key]) for r in rows])
+
+    assert np.array_equal(value(both, "bits_per_dim"), value(alone, "bits_per_dim"))
+    assert np.array_equal(value(both, "background_bits_per_dim"), value(under, "bits_per_dim"))
+    assert np.allclose(value(both, "likelihood_ratio"), value(under, "bits_per_dim") - value(alone, "bits_per_dim"),
+                       atol=1.5e-6, rtol=0)
+    assert np.abs(value(both, "likelihood_ratio")).max() > 1e-3  # two different models
+    images = pixelmodels.load_dataset("fashion-mnist", "test", root=data).images[:5]
+    assert np.allclose(value(both, "complexity_png"), pixelmodels.ood.complexity(images, "png").numpy(), atol=1e-6)
+    assert np.allclose(value(both, "complexity_score_png"),
+                       value(both, "bits_per_dim") - value(both, "complexity_png"), atol=1.5e-6, rtol=0)
+
+
+def test_score_refuses_a_background_of_other_data_and_a_codec_not_installed(tmp_path, capsys, monkeypatch):
+    model_dir, _ = export(tmp_path, "model")
+    other_dir, _ = export(tmp_path, "other", n_bits=4)
+    path = write_png(tmp_path / "img.png", np.zeros((28, 28), np.uint8))
+    out = tmp_path / "s.csv"
+    assert main(["score", str(model_dir), str(path), "--background", str(other_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (f"pixelmodels score: error: --background {other_dir}: the model takes 8-bit "
+                                    "images (1, 28, 28), the background model takes 4-bit images (1, 28, 28); a "
+                                    "likelihood ratio needs models of the same data")
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)
+    assert main(["score", str(model_dir), str(path), "--complexity", "webp", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "pixelmodels score: error: --complexity: the webp codec needs imagecodecs, which is not installed; "
+        "pip install 'pixelmodels[codecs]' (png needs nothing)")
+    assert not out.exists()

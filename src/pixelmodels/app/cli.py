@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pixelmodels import checkpoint as ckpt
 from pixelmodels.app.commands import (CompleteSettings, CompressSettings, EvaluateSettings, GenerateSettings,
-                                      ScoreSettings)
+                                      OodSettings, ScoreSettings)
 from pixelmodels.config import DataConfig, TrainConfig
-from pixelmodels.errors import run_command
+from pixelmodels.errors import PixelModelsError, run_command
 from pixelmodels.imageio import GRID_FORMATS
 from pixelmodels.app.flags import Parser, add_dataclass_flags, given
 from pixelmodels.models.registry import get_spec, list_models
@@ -27,7 +27,8 @@ from pixelmodels.pretrained import list_pretrained
 
 # The settings dataclasses each command's flags come from (train adds the chosen model's options dataclass).
 SETTINGS = {"train": (DataConfig, TrainConfig), "evaluate": (EvaluateSettings,), "generate": (GenerateSettings,),
-            "complete": (CompleteSettings,), "score": (ScoreSettings,), "compress": (CompressSettings,)}
+            "complete": (CompleteSettings,), "score": (ScoreSettings,), "compress": (CompressSettings,),
+            "ood": (OodSettings,)}
 
 # The flags the commands that use a trained model share (train takes its own from DataConfig and TrainConfig).
 SHARED = {
@@ -212,11 +213,12 @@ def run_and_inputs(ns) -> tuple[Path | None, list[Path]]:
     return (None, ns.paths) if ns.pretrained or not ns.paths else (ns.paths[0], ns.paths[1:])
 
 
-def model_and_inputs(ns, s, resize: bool = False, limit: int | None = None):
+def model_and_inputs(ns, s, resize: bool = False, limit: int | None = None, marginal: bool = False):
     """The model of a command that reads images (evaluate, complete, score, compress) and what it reads
     (:func:`~pixelmodels.app.inputs.inputs_for`): the dataset's first examples (``--dataset``, or the run's
     when no INPUT is given), then the INPUT files, folders and arrays files; ``limit`` of them (default
-    ``s.limit``), labelled ``s.label``, ``s`` checked against the model. Says what it read on stderr."""
+    ``s.limit``), labelled ``s.label`` (``marginal``: images without labels are taken, for the marginal
+    likelihood), ``s`` checked against the model. Says what it read on stderr."""
     from pixelmodels.app.inputs import inputs_for, inputs_line
     from pixelmodels.app.runs import dataset_config, load_data, open_model
 
@@ -226,22 +228,35 @@ def model_and_inputs(ns, s, resize: bool = False, limit: int | None = None):
     dataset = load_data(dataset_config(run_data, ns.dataset, ns.data_dir, model), ns.split) \
         if ns.dataset is not None or not paths else None
     inputs = inputs_for(model, dataset, paths, label=s.label, limit=s.limit if limit is None else limit,
-                        resize=resize)
+                        resize=resize, marginal=marginal)
     print(inputs_line(inputs, model), file=sys.stderr)
     return model, inputs
 
 
+def add_background_flags(p: Parser) -> None:
+    """``--background RUN_DIR`` or ``--background-pretrained NAME``: the background model of the likelihood
+    ratio (``score``, ``ood``)."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--background", type=Path, metavar="RUN_DIR", help="a background model (say one trained "
+                       "with train --perturb) of the same data: its bits/dim and the likelihood ratio log p(x) - "
+                       "log p_background(x), bits/dim (Ren et al. 2019)")
+    group.add_argument("--background-pretrained", metavar="NAME", help="a shipped background model, as "
+                       "--background")
+
+
 def cmd_score(argv: list[str]) -> int:
-    from pixelmodels.app import reports
-    from pixelmodels.scoring import score
+    from pixelmodels.app import detect, reports
 
     p = command_parser(
         "score", "Bits/dim of every image of a dataset split or of image files and folders, as CSV rows "
-        "(source,index,label,bits_per_dim,nll_nats); optionally a per-pixel NLL heat map per image.",
+        "(source,index,label,bits_per_dim,nll_nats, and with --background or --complexity their columns); "
+        "optionally a per-pixel NLL heat map per image. A class-conditional model given images without labels "
+        "(and no --label) scores their marginal likelihood over its classes.",
         "--dataset", "--data-dir", "--split", "--device", "--resize", "--overwrite", inputs=True,
         helps={"--overwrite": "replace existing outputs: the CSV of --out and the heat maps of --heatmap"},
         usage="pixelmodels score (RUN_DIR | --pretrained NAME) [INPUT ...] [options]")
     add_dataclass_flags(p, ScoreSettings, skip=("batch_size",))
+    add_background_flags(p)
     p.add_argument("--out", type=Path, help="the CSV file to write, ending in .csv (default: standard output)")
     p.add_argument("--heatmap", type=Path, metavar="DIR", help="write a PNG per image here: the image beside its "
                    "per-pixel NLL heat map, with the colour scale (black: 0 bits, red, yellow, white: C * n_bits "
@@ -249,11 +264,15 @@ def cmd_score(argv: list[str]) -> int:
     add_dataclass_flags(p, ScoreSettings, only=("batch_size",))
     ns = p.parse_args(argv)
     s = ScoreSettings(**given(ns, ScoreSettings))
-    model, batch = model_and_inputs(ns, s, ns.resize)
+    model, batch = model_and_inputs(ns, s, ns.resize, marginal=True)
+    background = detect.open_background(ns.background, ns.background_pretrained, model, ns.device)
+    detect.check_codec(s.complexity, model)
     names = reports.heatmap_names(batch) if ns.heatmap else []
     out, heatmaps = reports.score_targets(ns.out, ns.heatmap, names, ns.overwrite)
-    result = score(model, batch.images, batch.labels if model.n_classes else None, cond=batch.cond,
-                           batch_size=s.batch_size, per_pixel=ns.heatmap is not None, progress=True)
+    for line in detect.marginal_lines(model, background, batch):
+        print(line, file=sys.stderr)
+    result = detect.score_inputs(model, batch, background=background, complexity=s.complexity,
+                                 batch_size=s.batch_size, per_pixel=ns.heatmap is not None, progress=True)
     print(reports.write_scores(batch, result, model, out, heatmaps), file=sys.stdout if ns.out else sys.stderr)
     return 0
 
@@ -303,6 +322,42 @@ def cmd_decompress(argv: list[str]) -> int:
     return 0
 
 
+# -- ood -------------------------------------------------------------------------
+def cmd_ood(argv: list[str]) -> int:
+    from pixelmodels.app.detect import run_ood
+    from pixelmodels.app.ood_sets import SPECS
+
+    p = command_parser("ood", "Evaluate a detector of out-of-distribution images: score the in-distribution set "
+                       "and each OOD set without labels (a class-conditional model: the marginal over its classes) "
+                       "and print AUROC, AUPRC and the FPR at 95% TPR of each score (likelihood; likelihood ratio "
+                       "with a background model; complexity S with --complexity); writes scores.csv and roc.png. "
+                       "--pretrained NAME without --background*: the detector its metadata names. "
+                       f"INPUTS: {SPECS} (noise and constant: --limit or 1,000 images).",
+                       "--data-dir", "--device", "--resize", "--overwrite",
+                       helps={"--data-dir": "where the DATASET:SPLIT sets' files are (default: the run's folder for "
+                                            "its own dataset, else the dataset's usual places)",
+                              "--overwrite": "replace the files of --out (scores.csv, roc.png)"},
+                       usage="pixelmodels ood (RUN_DIR | --pretrained NAME) --in INPUTS --out-of INPUTS "
+                       "[--out-of INPUTS ...] [--background RUN_DIR | --background-pretrained NAME] "
+                       "[--complexity CODEC] [options]")
+    p.add_argument("--in", dest="inside", metavar="INPUTS", help="the in-distribution set (required)")
+    p.add_argument("--out-of", dest="outside", action="append", metavar="INPUTS", help="an out-of-distribution set; "
+                   "give it again for more (at least one)")
+    add_background_flags(p)
+    add_dataclass_flags(p, OodSettings)
+    p.add_argument("--out", type=Path, default=Path("ood"), metavar="DIR", help="where to write scores.csv (every "
+                   "image's scores) and roc.png (default: ./ood)")
+    ns = p.parse_args(argv)
+    s = OodSettings(**given(ns, OodSettings))
+    for flag, value in (("--in", ns.inside), ("--out-of", ns.outside)):
+        if not value:
+            raise PixelModelsError(f"{flag}: expected a set of images ({SPECS}), found none")
+    print(run_ood(ns.run_dir, ns.pretrained, ns.inside, ns.outside, s, background_dir=ns.background,
+                  background_name=ns.background_pretrained, out=ns.out, overwrite=ns.overwrite,
+                  data_dir=ns.data_dir, resize=ns.resize, device=ns.device))
+    return 0
+
+
 # -- check -----------------------------------------------------------------------
 def cmd_check(argv: list[str]) -> int:
     from pixelmodels.causality import check_causality
@@ -344,6 +399,7 @@ COMMANDS = {
     "score": (cmd_score, "bits/dim (and per-pixel NLL heat maps) of dataset images or image files"),
     "compress": (cmd_compress, "compress images losslessly with a model into one stream (.pmc)"),
     "decompress": (cmd_decompress, "decode a stream of compress into PNG files or an .npz"),
+    "ood": (cmd_ood, "evaluate a detector of out-of-distribution images (AUROC, ROC plot)"),
     "check": (cmd_check, "check that a run's model is causal (exit code 1 on a leak)"),
     "pretrained": (cmd_pretrained, "list the shipped models with their figures"),
 }

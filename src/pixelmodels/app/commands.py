@@ -105,6 +105,15 @@ class ScoreSettings(ScoreOptions):
 
 
 @dataclass
+class OodSettings(ScoreOptions):
+    """``pixelmodels ood``'s numeric flags."""
+
+    limit: int | None = setting(None, "score the first N images of each set only (the synthetic sets noise and "
+                                "constant: N images; default 1,000)", ge=1, le=MAX_COUNT)
+    seed: int = setting(0, "random seed of the synthetic sets noise and constant", ge=0, le=MAX_SEED)
+
+
+@dataclass
 class CompressSettings(CodecOptions):
     """``pixelmodels compress``'s numeric flags (``decompress`` takes ``--workers``)."""
 

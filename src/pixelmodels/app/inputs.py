@@ -119,28 +119,32 @@ def dataset_inputs(model, dataset, limit: int | None = None, source: str | None 
                   None if model.cond_shape is None else dataset.cond[:n], [(shown, n, dataset.facts)])
 
 
-def _needs_label(model, label, what: str) -> None:
-    if model.n_classes and label is None:
+def _needs_label(model, label, what: str, marginal: bool) -> None:
+    if model.n_classes and label is None and not marginal:
         raise PixelModelsError(f"--label: the model is conditional on {model.n_classes} classes and {what} "
                                "no labels; give --label K")
 
 
 def inputs_for(model, dataset=None, paths=(), *, label: int | None = None, limit: int | None = None,
-               resize: bool = False) -> Inputs:
+               resize: bool = False, marginal: bool = False) -> Inputs:
     """What a command reads for ``model``: the examples of ``dataset``, then those of ``paths`` (image files,
     folders of them, arrays files), the first ``limit`` of them in that order, all labelled ``label`` when
     it is given.
 
+    Images without labels (label -1) for a class-conditional model and no ``label`` are refused, unless
+    ``marginal`` (``score``, ``ood``: they score the marginal likelihood over the classes instead).
+
     Raises:
         PixelModelsError: nothing to read; image files for a model of codes or with a condition; images
-            without labels for a conditional model and no ``label``; data the model cannot take.
+            without labels for a conditional model, no ``label`` and not ``marginal``; data the model cannot
+            take.
     """
     if dataset is None and not paths:
         raise PixelModelsError("INPUT: expected image files or folders, arrays files or a dataset; found none")
     parts = []
     if dataset is not None:
         if not dataset.n_classes:
-            _needs_label(model, label, f"{dataset.name} has")
+            _needs_label(model, label, f"{dataset.name} has", marginal)
         parts.append(dataset_inputs(model, dataset, limit))
     for path in paths:
         left = None if limit is None else limit - sum(len(p) for p in parts)
@@ -149,14 +153,14 @@ def inputs_for(model, dataset=None, paths=(), *, label: int | None = None, limit
         if Path(path).suffix.lower() in ARRAYS:
             data = load_arrays_file(path, model.n_bits, model.n_codes, model.cond_codes)
             if not data.n_classes:
-                _needs_label(model, label, f"{path} has")
+                _needs_label(model, label, f"{path} has", marginal)
             parts.append(dataset_inputs(model, data, left, str(path)))
             continue
         if model.n_codes is not None or model.cond_shape is not None:
             raise PixelModelsError(f"INPUT: image files cannot be read by a model of "
                                    f"{'codes' if model.n_codes else 'images with a condition'}; found {path}; "
                                    "give an arrays file (.npz) or a dataset (--dataset arrays --data-dir DIR)")
-        _needs_label(model, label, "image files have")
+        _needs_label(model, label, "image files have", marginal)
         parts.append(read_inputs([path], model.image_shape, model.n_bits, resize, left))
     inputs = Inputs.cat(parts)
     if label is not None:

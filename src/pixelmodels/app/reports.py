@@ -102,15 +102,34 @@ def heatmap_names(inputs: Inputs) -> list[str]:
     return names
 
 
-def scores_csv(inputs: Inputs, scores: Scores) -> str:
-    """CSV text, one row per image: source,index,label,bits_per_dim,nll_nats (blank index / label: none)."""
+def score_columns(scores: Scores) -> dict[str, tuple[torch.Tensor, str]]:
+    """The CSV's columns of ``scores``, name -> ((N,) values, format): bits_per_dim and nll_nats, then those
+    present: background_bits_per_dim and likelihood_ratio (bits/dim), complexity_CODEC and
+    complexity_score_CODEC (bits/dim under the codec, and S = bits/dim - complexity)."""
+    columns = {"bits_per_dim": (scores.bits_per_dim, "{:.6f}"), "nll_nats": (scores.nll, "{:.4f}")}
+    if scores.likelihood_ratio is not None:
+        columns |= {"background_bits_per_dim": (scores.background_bits_per_dim, "{:.6f}"),
+                    "likelihood_ratio": (scores.likelihood_ratio, "{:.6f}")}
+    if scores.complexity is not None:
+        columns |= {f"complexity_{scores.codec}": (scores.complexity, "{:.6f}"),
+                    f"complexity_score_{scores.codec}": (scores.complexity_score, "{:.6f}")}
+    return columns
+
+
+def scores_csv(inputs: Inputs, scores: Scores, lead: dict[str, list] | None = None, labels: bool = True) -> str:
+    """CSV text, one row per image: the ``lead`` columns (name -> N values) if any, then source,index,label
+    (without ``labels``: no label) (blank index / label: none), then :func:`score_columns`."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["source", "index", "label", "bits_per_dim", "nll_nats"])
-    for source, index, label, bpd, nll in zip(inputs.sources, inputs.indices, inputs.labels.tolist(),
-                                              scores.bits_per_dim.tolist(), scores.nll.tolist()):
-        writer.writerow([source, "" if index is None else index, "" if label < 0 else label,
-                         f"{bpd:.6f}", f"{nll:.4f}"])
+    lead = lead or {}
+    columns = score_columns(scores)
+    writer.writerow([*lead, "source", "index", *(["label"] if labels else []), *columns])
+    values = [v.tolist() for v, _ in columns.values()]
+    forms = [form for _, form in columns.values()]
+    for k, (source, index, label) in enumerate(zip(inputs.sources, inputs.indices, inputs.labels.tolist())):
+        writer.writerow([*(column[k] for column in lead.values()), source, "" if index is None else index,
+                         *(["" if label < 0 else label] if labels else []),
+                         *(form.format(v[k]) for form, v in zip(forms, values))])
     return text.getvalue()
 
 
