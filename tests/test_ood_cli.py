@@ -16,6 +16,7 @@ import pixelmodels
 import pixelmodels.pretrained
 from pixelmodels.app import ood_sets
 from pixelmodels.app.cli import main
+from pixelmodels.app.detect import short
 from pixelmodels.app.ood_sets import read_set
 from pixelmodels.ood import complexity
 
@@ -102,9 +103,11 @@ def test_table_is_sklearn_on_the_csv_and_the_csv_is_direct_scoring(tmp_path, two
     printed = table(captured.out)
     oriented = {"likelihood": ("bits_per_dim", 1), "likelihood ratio": ("likelihood_ratio", -1),
                 "complexity S (png)": ("complexity_score_png", 1)}
-    assert set(printed) == {(s, name) for s in sets[1:] for name in oriented}
+    shown = {short(s): s for s in sets}  # the table names a path by its file name
+    assert set(printed) == {(short(s), name) for s in sets[1:] for name in oriented}
     for (s, name), (auroc, auprc, fpr95) in printed.items():
         key, sign = oriented[name]
+        s = shown[s]
         scores = sign * np.r_[column(rows, key, set=inside), column(rows, key, set=s)]
         truth = np.r_[np.zeros(5), np.ones(5)]
         assert auroc == pytest.approx(metrics.roc_auc_score(truth, scores), abs=5.1e-5)
@@ -312,3 +315,8 @@ def test_existing_outputs_are_refused_before_scoring(tmp_path, two, capsys, monk
     monkeypatch.undo()
     assert main(argv + ["--overwrite", "--limit", "2"]) == 0
     assert len(read_csv(out / "scores.csv")) == 4
+
+
+def test_the_table_names_a_path_by_its_name_unless_two_share_it():
+    assert short("/data/sets/mnist-5k.npz") == "mnist-5k.npz" and short("fashion-mnist:test") == "fashion-mnist:test"
+    assert short("inverted:inverted:/data/x.npz") == "inverted:inverted:x.npz" and short("noise") == "noise"

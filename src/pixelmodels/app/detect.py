@@ -166,6 +166,13 @@ def passes(model) -> str:
     return f" ({model.n_classes} passes an image)" if model.n_classes else ""
 
 
+def short(spec: str) -> str:
+    """A set's name in the table and the plot: its spec, a path as its file or folder name
+    (``inverted:data/mnist.npz`` -> ``inverted:mnist.npz``); the CSV keeps the spec as typed."""
+    prefix, _, rest = spec.rpartition("inverted:")
+    return prefix + "inverted:" + short(rest) if _ else (Path(spec).name if "/" in spec else spec)
+
+
 def ood_table(results: dict[tuple[str, str], tuple]) -> str:
     """The markdown table of (OOD set, score) -> ``ood.Detection``, one row each, 4 decimals."""
     lines = ["| OOD set | score | AUROC | AUPRC | FPR at 95% TPR |", "| --- | --- | --- | --- | --- |"]
@@ -224,10 +231,13 @@ def run_ood(run_dir: Path | None, pretrained: str | None, inside: str, outside: 
     ends = torch.tensor([len(s.inputs) for s in sets]).cumsum(0).tolist()
     results, curves = {}, {}
     named = oriented(scores)
+    shown = {s.spec: short(s.spec) for s in sets}
+    if len(set(shown.values())) < len(shown):  # two paths with one name: the specs as typed
+        shown = {spec: spec for spec in shown}
     for s, first, last in zip(sets[1:], ends, ends[1:]):  # the rows of each OOD set together
         for name, values in named.items():
-            d = results[s.spec, name] = detection(values[:ends[0]], values[first:last])
-            curves.setdefault(name, {})[s.spec] = (d.fpr, d.tpr, d.auroc)
+            d = results[shown[s.spec], name] = detection(values[:ends[0]], values[first:last])
+            curves.setdefault(name, {})[shown[s.spec]] = (d.fpr, d.tpr, d.auroc)
     kinds = {"set": [s.spec for s in sets for _ in range(len(s.inputs))],
              "kind": ["in" if s.flag == "--in" else "out" for s in sets for _ in range(len(s.inputs))]}
     write_files({files.files[0]: scores_csv(every, scores, lead=kinds, labels=False).encode()})
