@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from pixelmodels import checkpoint as ckpt
+from pixelmodels import distributed
 from pixelmodels.app import runs, session
 from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig, read_config
 from pixelmodels.data import DATASET_INFO, ImageDataset
@@ -216,6 +217,12 @@ class Reports(session.RunCallbacks):
 
 
 def run_main(argv: list[str]) -> int:
+    """main.py's work; under torchrun its process group is left at the end, whatever the end."""
+    with distributed.closing():
+        return _run_main(argv)
+
+
+def _run_main(argv: list[str]) -> int:
     parser = build_parser()
     ns, given = parser.parse_args(argv), vars(build_parser(defaults=False).parse_args(argv))
     if not (ns.train or ns.evaluate or ns.generate):

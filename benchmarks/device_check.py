@@ -28,6 +28,9 @@ directories and ``table.md``; default pytest's temporary folders). The checks:
 * ``test_ddp``: this file as a ``torchrun --nproc_per_node=1`` worker (``--ddp-worker nccl|gloo``; nccl needs
   CUDA): a process group of one on that backend and a Trainer given a world that counts as distributed, so it
   trains through DistributedDataParallel and reduces through the backend.
+* ``test_restart`` (CUDA): ``torchrun --max-restarts 1`` with the last rank SIGKILLed after step 5 (through
+  ``tests/faults.py``): every rank restarts, continues from the checkpoint of step 4, exits 0, and ends with the
+  weights of an uninterrupted run (1e-6); two ranks over NCCL where there are two GPUs, else one.
 * ``test_compiled_train``: ``test_train`` with ``TrainConfig(compile=True)`` (training and evaluation
   forward through ``torch.compile``), bf16 first, then fp16 and fp32, after ``torch._dynamo.reset()``.
 """
@@ -68,6 +71,7 @@ START = time.monotonic()
 FAMILIES = pixelmodels.list_models()
 ROWS = ["| check | family | precision | images/s | peak MiB | s | notes |", "|" + " --- |" * 7]
 TRAINED: dict[str, torch.nn.Module] = {}  # family -> its fp32-trained EMA model, for test_sample
+FAULTS = Path(__file__).resolve().parents[1] / "tests" / "faults.py"  # kills a worker (test_restart)
 
 
 @pytest.fixture(autouse=True)
@@ -219,12 +223,13 @@ def test_sample(family):
            f"{SAMPLES} images; cached {t_cached:.2f} s, reference {t_reference:.2f} s; {notes}")
 
 
-def torchrun(args: list[str], logs: Path) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node=1 ARGS``, its output kept in ``logs``."""
-    env = dict(os.environ, PIXELMODELS_NO_DOWNLOAD="1")
+def torchrun(args: list[str], logs: Path, launcher: tuple[str, ...] = ("--nproc_per_node=1",),
+             **env: str) -> subprocess.CompletedProcess:
+    """``torchrun --standalone LAUNCHER ARGS`` (``env`` added to the environment), its output kept in ``logs``."""
+    env = dict(os.environ, PIXELMODELS_NO_DOWNLOAD="1", **env)
     env.setdefault("OMP_NUM_THREADS", "1")
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-                           *args], env=env, capture_output=True, text=True, timeout=300 if QUICK or CUDA else 1200)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", *launcher, *args],
+                          env=env, capture_output=True, text=True, timeout=300 if QUICK or CUDA else 1200)
     logs.mkdir(parents=True, exist_ok=True)
     (logs / "stdout.txt").write_text(done.stdout)
     (logs / "stderr.txt").write_text(done.stderr)
@@ -232,12 +237,18 @@ def torchrun(args: list[str], logs: Path) -> subprocess.CompletedProcess:
     return done
 
 
-def test_torchrun(tmp_path):
-    started, data, out = time.monotonic(), folder(tmp_path, "torchrun-data"), folder(tmp_path, "torchrun-run")
+def arrays_dataset(data: Path, n_train: int, n_test: int) -> Path:
+    """An ``arrays`` dataset of random images written to ``data``."""
     data.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    for split, n in (("train", BATCH * 2), ("test", BATCH)):
+    for split, n in (("train", n_train), ("test", n_test)):
         np.savez(data / f"{split}.npz", x=rng.integers(0, 256, (n, *SHAPE[1:]), dtype=np.uint8))
+    return data
+
+
+def test_torchrun(tmp_path):
+    started, out = time.monotonic(), folder(tmp_path, "torchrun-run")
+    data = arrays_dataset(folder(tmp_path, "torchrun-data"), BATCH * 2, BATCH)
     torchrun(["-m", "pixelmodels", "train", "--model", "gated-pixelcnn", "--preset", PRESET, "--dataset", "arrays",
               "--data-dir", str(data), "--batch-size", str(BATCH), "--max-steps", "3", "--n-samples", "4",
               "--no-progress", "--device", DEVICE.type, "--out", str(out)], folder(tmp_path, "torchrun-logs"))
@@ -264,6 +275,43 @@ def test_ddp(backend, tmp_path):
     report(f"ddp {backend}", "gated-pixelcnn", "fp32", started, result["images_per_s"], result["notes"])
 
 
+def test_restart(tmp_path):
+    """``torchrun --max-restarts 1`` on CUDA, as tests/test_restart.py on gloo: the last rank is SIGKILLed after
+    step 5 (checkpoints every 2 steps), torchrun restarts every rank, ``--resume auto`` continues from step 4,
+    every restarted worker exits 0, and the weights equal an uninterrupted run's (``--deterministic``, 1e-6).
+    Two ranks over NCCL with two GPUs or more; with one, one rank (NCCL needs a GPU per rank; a world of one
+    joins no process group)."""
+    if not CUDA:
+        pytest.skip("the NCCL restart needs CUDA (tests/test_restart.py restarts gloo workers)")
+    ranks = min(2, torch.cuda.device_count())
+    started, data = time.monotonic(), arrays_dataset(folder(tmp_path, "restart-data"), BATCH * 2 * 3, BATCH)
+    cublas = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}  # deterministic cuBLAS, which --deterministic requires
+
+    def train(out: Path) -> list[str]:
+        return ["train", "--model", "gated-pixelcnn", "--preset", PRESET, "--dataset", "arrays", "--data-dir",
+                str(data), "--batch-size", str(BATCH * ranks), "--max-steps", "8", "--checkpoint-every-steps", "2",
+                "--n-samples", "0", "--eval-every", "1000", "--no-progress", "--device", "cuda", "--precision", "fp32",
+                "--deterministic", "--resume", "auto", "--out", str(out)]
+
+    straight, killed, report_dir = (folder(tmp_path, f"restart-{n}") for n in ("straight", "killed", "report"))
+    launcher = (f"--nproc_per_node={ranks}",)
+    torchrun(["-m", "pixelmodels", *train(straight)], folder(tmp_path, "restart-straight-logs"), launcher, **cublas)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    done = torchrun([str(FAULTS), "--report", str(report_dir), f"rank@{ranks - 1};kill@step:5", *train(killed)],
+                    folder(tmp_path, "restart-killed-logs"), (*launcher, "--max-restarts", "1"), **cublas)
+    assert "from step 4" in done.stderr, done.stderr[-3000:]
+    exits = {".".join(path.name.split(".")[:2]): int(path.read_text()) for path in report_dir.glob("rank*.exit")}
+    assert exits[f"rank{ranks - 1}.attempt0"] == -9, exits  # faults.py --report: rank{R}.attempt{N}.{pid}.exit
+    assert all(exits[f"rank{r}.attempt1"] == 0 for r in range(ranks)), exits
+    a, b = (torch.load(out / "training_state.pt", weights_only=True) for out in (straight, killed))
+    assert a["step"] == b["step"] == 8
+    worst = max((a[k][n].float() - b[k][n].float()).abs().max().item() for k in ("model", "ema") for n in a[k])
+    assert worst <= 1e-6, f"the restarted run's weights differ from the uninterrupted run's by {worst:.3g}"
+    report("restart", "gated-pixelcnn", "fp32", started, notes=f"{ranks} rank(s), "
+           f"{'NCCL' if ranks > 1 else 'no process group'}; rank {ranks - 1} killed at step 5, restarted from "
+           f"step 4; weights differ by {worst:.3g}")
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
 def test_compiled_train(family, precision, tmp_path):
@@ -283,10 +331,15 @@ class OneProcessGroup(World):
 def ddp_worker(backend: str, out: Path) -> None:
     """Under ``torchrun --nproc_per_node=1``: train through DDP on a process group of ``backend``; print the
     result as the line ``DDP-RESULT {json}``."""
+    import importlib
+
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
+    from pixelmodels import distributed
+
     torch.manual_seed(0)
+    importlib.import_module("torch.distributed.nn")  # before the group, as pixelmodels.distributed.init does
     dist.init_process_group(backend)  # env:// from torchrun
     trainer, _, record, steps = trained("gated-pixelcnn", "fp32", False, out, world=OneProcessGroup())
     assert isinstance(trainer.net, DistributedDataParallel), type(trainer.net).__name__
@@ -296,11 +349,8 @@ def ddp_worker(backend: str, out: Path) -> None:
         images_per_s=BATCH * len(timed) / sum(timed),
         notes=f"{dist.get_backend()} group of 1, DDP; bpd {steps.bpd[0]:.2f} -> {steps.bpd[-1]:.2f}, "
               f"test {record['test_bpd']:.2f}")), flush=True)
-    # No destructors: freeing a gloo-backed DDP Reducer while holding the GIL can deadlock against gloo's worker
-    # thread (seen about once in 100 in-process runs), so the process leaves without running them.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    del trainer  # its DDP wrapper holds the group; then the group, its threads joined (pixelmodels.distributed.close)
+    distributed.close()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,13 @@ one and every function here is a no-op. Backend ``nccl`` on CUDA, ``gloo`` on CP
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import importlib
 import os
+import time
+import traceback
+import uuid
 from dataclasses import dataclass
 
 import torch
@@ -45,20 +51,83 @@ def init(device: torch.device) -> World:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        # torchrun keeps its store across restarts: the addresses a killed worker published there stay, and a
-        # restarted worker may read them and fail to connect. Each attempt of the workers keys its own.
+        # torch.distributed.nn's functions take ``group=group.WORLD`` as a default argument, evaluated when the
+        # module is first imported, which DistributedDataParallel's constructor does (through torch._dynamo).
+        # Imported after the group exists, ten defaults hold the group for the life of the process, and
+        # destroy_process_group cannot end its threads (see :func:`close`); imported before, they hold None.
+        importlib.import_module("torch.distributed.nn")
         store, _, _ = next(dist.rendezvous("env://"))
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        dist.init_process_group(backend, store=dist.PrefixStore(f"pixelmodels/attempt{attempt}/", store),
-                                rank=world.rank, world_size=world.size)
+        dist.init_process_group(backend, store=dist.PrefixStore(f"pixelmodels/start{start_number(store, world)}/",
+                                                                store), rank=world.rank, world_size=world.size)
     return world
 
 
+def start_number(store: dist.Store, world: World) -> int:
+    """A number that every worker of this start of torchrun's workers gets and no earlier start got, to key
+    this start's part of torchrun's ``store``.
+
+    torchrun keeps its store across restarts: the addresses that killed workers published stay there, and a
+    restarted worker that read them would fail to connect (gloo: "Connection refused"). TORCHELASTIC_RESTART_COUNT
+    does not name a start: on several nodes, the agent of a node whose workers did not fail restarts them with
+    its count unchanged. So rank 0 draws the number (``store.add``: never the same twice) and answers each
+    worker under a random name the worker has just written: an answer to a name left by an earlier start is
+    read by no one, and rank 0 asks again until every worker has acknowledged this start's number.
+    """
+    name = uuid.uuid4().hex
+    store.set(f"pixelmodels/worker{world.rank}", name)
+    if world.rank:
+        store.wait([f"pixelmodels/start/{name}"])
+        number = int(store.get(f"pixelmodels/start/{name}"))
+        store.set(f"pixelmodels/ack/{number}/{world.rank}", name)
+        return number
+    number, answered, waiting = store.add("pixelmodels/starts", 1), {}, set(range(1, world.size))
+    deadline = time.monotonic() + store.timeout.total_seconds()
+    while True:
+        for rank in waiting:
+            name = store.get(f"pixelmodels/worker{rank}").decode()  # the worker's name, or an earlier start's
+            if answered.get(rank) != name:
+                store.set(f"pixelmodels/start/{name}", str(number))
+                answered[rank] = name
+        waiting = {rank for rank in waiting if not store.check([f"pixelmodels/ack/{number}/{rank}"])}
+        if not waiting:
+            return number
+        if time.monotonic() > deadline:
+            raise PixelModelsError(f"torchrun: ranks {sorted(waiting)} did not join this start within the store's "
+                                   f"timeout ({store.timeout}); see their logs")
+        time.sleep(0.01)
+
+
 def close() -> None:
-    """Leave torchrun's process group, if this process joined one: the entry point's last step, on success,
-    error or signal, so that gloo's and NCCL's threads and connections end before the interpreter does."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave torchrun's process group, if this process joined one, and end its threads: the entry point's last
+    step, on success, error or signal, once the program holds no DistributedDataParallel wrapper (:func:`closing`).
+
+    A gloo worker thread releases each finished collective's tensors after the collective returns, and that
+    takes the GIL. A thread still doing so while the interpreter exits is ended by Python in the middle of a C++
+    destructor, which is std::terminate: SIGABRT after a run that did all its work. Destroyed while a
+    DistributedDataParallel reducer is its last owner, the group joins those threads holding the GIL: a deadlock.
+    So the wrappers go first (they sit in reference cycles: ``gc.collect``), then the group: its last reference
+    drops in ``destroy_process_group``, which releases the GIL and joins its threads while Python still runs.
+    """
+    if not dist.is_initialized():
+        return
+    gc.collect()
+    dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def closing():
+    """Around a program's training under torchrun: :func:`close` at the end, whatever the end. An exception's
+    traceback holds the frames it passed through, and so the Trainer and its DistributedDataParallel wrapper;
+    with a process group joined, their locals are cleared first (the lines stay for a printed traceback), so
+    that the group is torch's alone when it is destroyed."""
+    try:
+        yield
+    except BaseException as error:
+        if dist.is_initialized():
+            traceback.clear_frames(error.__traceback__)
+        raise
+    finally:
+        close()
 
 
 def local_device(device: torch.device, world: World) -> torch.device:

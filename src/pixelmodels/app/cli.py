@@ -93,13 +93,12 @@ def train_parser(model: str | None) -> argparse.ArgumentParser:
 
 
 def cmd_train(argv: list[str]) -> int:
-    """``pixelmodels train``; torchrun's process group, when joined, is left at the end, whatever the end."""
+    """``pixelmodels train``; torchrun's process group, when joined, is left at the end, whatever the end, its
+    threads ended (:func:`pixelmodels.distributed.closing`)."""
     from pixelmodels import distributed
 
-    try:
+    with distributed.closing():
         return train_command(argv)
-    finally:
-        distributed.close()
 
 
 def train_command(argv: list[str]) -> int:
@@ -122,7 +121,7 @@ def train_command(argv: list[str]) -> int:
     if trainer.world.main:  # one start line and one report under torchrun, not one per process
         if trainer.train_set.facts is not None:  # image files were read: what was found, skipped, converted
             print(splits_line(trainer.train_set, trainer.test_set), file=sys.stderr)
-        print(session.start_line(trainer), file=sys.stderr)
+        print(session.start_line(trainer, auto_precision=run.train.precision == "auto"), file=sys.stderr)
     record = session.run_training(trainer, session.RunCallbacks(progress=False if ns.no_progress else None),
                                   ["pixelmodels", "train", *argv])
     if trainer.world.main:

@@ -253,10 +253,8 @@ def train(run: RunConfig, out: str | Path, resume: bool = False, progress: bool 
           overwrite: bool = False) -> dict:
     """Train a run described by ``run`` into directory ``out`` (``overwrite``: replacing a run there), as
     ``pixelmodels train`` does; returns the final test record. Leaves torchrun's process group at the end."""
-    try:
+    with distributed.closing():
         return run_training(build_trainer(run, out, resume=resume, overwrite=overwrite), RunCallbacks(progress))
-    finally:
-        distributed.close()
 
 
 # -- the model and data a command uses: a run directory or a shipped model ----------------------

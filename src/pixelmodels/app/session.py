@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from pixelmodels import devices
 from pixelmodels.app.samples import sample_grid
 from pixelmodels.config import TrainConfig
 from pixelmodels.data.datasets import describe_data
@@ -45,17 +46,20 @@ def stop_rule(train: TrainConfig, n_train: int) -> str:
     return line + ("" if minutes is None else f", or after {minutes} if that comes first")
 
 
-def start_line(trainer: Trainer) -> str:
+def start_line(trainer: Trainer, auto_precision: bool = False) -> str:
     """What a training session runs, in one line: the model, its preset and size; the data and how much of it;
-    device, precision and batch; where it starts; which limit stops it (:func:`stop_rule`)."""
+    device, precision (with ``auto_precision``, the precision ``--precision auto`` chose, and why) and batch;
+    where it starts; which limit stops it (:func:`stop_rule`)."""
     run, t, train_set, test_set = trainer.run, trainer.run.train, trainer.train_set, trainer.test_set
     classes = f", conditional on {run.model.n_classes} classes" if run.model.n_classes else ""
     evaluated = f" ({t.eval_limit:,} evaluated)" if t.eval_limit and t.eval_limit < len(test_set) else ""
     processes = f" over {trainer.world.size} processes" if trainer.world.distributed else ""
     start = f", from step {trainer.step:,} (epoch {trainer.epoch + 1:,})" if trainer.step or trainer.epoch else ""
+    precision = t.precision if not auto_precision else \
+        f"{t.precision} (--precision auto: {devices.auto_precision(trainer.device)[1]})"
     return (f"{run.model.name} (preset {run.model.preset}{classes}, {trainer.model.n_parameters():,} parameters) "
             f"on {run.data.dataset}: {len(train_set):,} train and {len(test_set):,}{evaluated} test "
-            f"{describe_data(train_set)}; {trainer.device}, {t.precision}, batch {t.batch_size}{processes}{start}; "
+            f"{describe_data(train_set)}; {trainer.device}, {precision}, batch {t.batch_size}{processes}{start}; "
             f"{stop_rule(t, len(train_set))}")
 
 
