@@ -60,29 +60,58 @@ def describe_machine(device: torch.device | str = "cpu") -> str:
 
 
 def native_bf16(device: torch.device) -> tuple[bool, str]:
-    """Whether ``device`` runs bf16 natively (so bf16 autocast pays off), and why, in words.
+    """Whether ``device`` runs bf16 matrix products natively, so that ``--precision auto`` trains in bf16 there,
+    and why, in words: the one rule of ``auto``.
 
-    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and newer). CPU: the AMX tile units with bf16
-    (flags ``amx_bf16``, ``amx_tile``); without them bf16 autocast may be emulated and slower than fp32
-    (BENCHMARKS.md has this machine's figures).
+    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and newer). CPU: AMX tiles with bf16 (flags ``amx_bf16``,
+    ``amx_tile``) or AVX-512's bf16 dot products (``avx512_bf16``), which oneDNN's bf16 kernels use; without
+    them bf16 autocast is emulated (converted around fp32 kernels) and slower than fp32. The flags, not a
+    timing: the choice is the same on a busy machine as on a quiet one. Measured on a 2-core EPYC with
+    ``avx512_bf16`` and no AMX, one thread: bf16 matrix products 4.3x and 3x3 convolutions 3.7-4.8x as fast as
+    fp32, a PixelCNN++ ``small`` training step 1.3x (BENCHMARKS.md has every family); on an EPYC
+    with AVX2 only, bf16 autocast was 7x slower than fp32. Whether ``auto`` takes bf16 is
+    :func:`auto_precision`'s to say: native speed is not enough, it must train as well.
     """
     if device.type == "cuda":
         ok = torch.cuda.is_bf16_supported()
         return ok, f"CUDA device {torch.cuda.get_device_name(device)} {'supports' if ok else 'lacks'} bf16"
     if device.type == "cpu":
-        ok = {"amx_bf16", "amx_tile"} <= cpu_flags()
-        return ok, "this CPU has AMX with bf16" if ok else "this CPU has no AMX (no native bf16 matrix units)"
+        flags = cpu_flags()
+        if {"amx_bf16", "amx_tile"} <= flags:
+            return True, "this CPU has AMX with bf16"
+        if "avx512_bf16" in flags:
+            return True, "this CPU has AVX-512 bf16 dot products (avx512_bf16)"
+        return False, "this CPU has neither AMX nor avx512_bf16"
     return False, f"device {device.type} is not known to run bf16 natively"
 
 
+# bf16 against fp32 on a CPU, the zoo's PixelCNN++ `small` recipe, 1,320 steps side by side (benchmarks/precision.py,
+# BENCHMARKS.md): bf16 trained 1.2x faster and ended 0.56% above fp32's test bits/dim (2.9269 against 2.9106).
+CPU_BF16_LOSS = 0.0056
+BF16_TOLERANCE = 0.005  # auto trades at most this much of the bits/dim for speed
+
+
+def auto_precision(device: torch.device) -> tuple[str, str]:
+    """What ``--precision auto`` trains in on ``device``, and why, in words: bf16 where its matrix products are
+    native (:func:`native_bf16`) and, on a CPU, a bf16 run ends within ``BF16_TOLERANCE`` of fp32's bits/dim
+    (measured: ``CPU_BF16_LOSS``, outside it); else fp32."""
+    native, why = native_bf16(device)
+    if not native:
+        return "fp32", f"{why}: bf16 would be emulated"
+    if device.type == "cpu" and CPU_BF16_LOSS > BF16_TOLERANCE:
+        return "fp32", (f"{why}, but a bf16 run of the zoo's PixelCNN++ recipe ended {CPU_BF16_LOSS:.2%} above fp32's "
+                        f"bits/dim (benchmarks/precision.py), more than the {BF16_TOLERANCE:.1%} auto allows")
+    return "bf16", why
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> bf16 where ``device`` runs it natively, else fp32; an explicit bf16 without native support
-    warns (``warnings.warn``, shown once per place by Python's default filter) why and what to expect.
+    """``auto`` -> :func:`auto_precision`'s choice; an explicit bf16 without native support warns
+    (``warnings.warn``, shown once per place by Python's default filter) why and what to expect.
     Returns fp32, bf16 or fp16."""
     check_precision(precision, device)
-    native, why = native_bf16(device) if precision in ("auto", "bf16") else (True, "")
     if precision == "auto":
-        return "bf16" if native else "fp32"
+        return auto_precision(device)[0]
+    native, why = native_bf16(device) if precision == "bf16" else (True, "")
     if precision == "bf16" and not native:
         warnings.warn(f"--precision bf16: {why}; bf16 autocast is emulated there and is usually slower than "
                       "fp32; --precision auto picks the faster", stacklevel=2)
@@ -98,7 +127,12 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 
 def autocast(device: torch.device, precision: str):
-    """The mixed-precision context of ``precision`` (a no-op for fp32)."""
+    """The mixed-precision context of ``precision`` (a no-op for fp32), for training's forward passes.
+
+    Scoring, sampling, compression and ``pixelmodels evaluate`` run in fp32, whatever a run trained in. The codec
+    must: its encoder and decoder need the same floats for every probability, and bf16 kernels round differently
+    from one machine, build and batch shape to the next. ``--precision auto`` decides training only.
+    """
     dtype = PRECISIONS[precision]
     if dtype is None:
         return contextlib.nullcontext()

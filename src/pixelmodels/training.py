@@ -355,10 +355,11 @@ class Trainer:
         return bpd
 
     def evaluate(self) -> float:
-        """Test bits/dim of the EMA weights under the run's precision (every rank takes part)."""
+        """Test bits/dim of the EMA weights in fp32, whatever the run trains in, so that a figure does not depend
+        on the precision of training (every rank takes part)."""
         t = self.run.train
         return evaluate(self.ema.model, self.test_set, t.eval_batch_size, self.device, t.eval_limit,
-                        forward=self.eval_forward, precision=t.precision, world=self.world)
+                        forward=self.eval_forward, precision="fp32", world=self.world)
 
     def _evaluate(self) -> dict:
         record = {"step": self.step, "epoch": self.epoch, "test_bpd": self.evaluate()}
