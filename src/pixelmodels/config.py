@@ -168,8 +168,8 @@ class TrainConfig(Settings):
     log_every: int = setting(10, "write training metrics every this many steps", ge=1, le=MAX_COUNT)
     conditional: bool = setting(False, "condition the model on the dataset's class labels")
     precision: str = setting("auto", "auto (bf16 where its matrix products are native and it trains as well: "
-                             "CUDA with bf16; CPUs, even with AMX or avx512_bf16, fp32, since bf16 ended 0.56% "
-                             "worse on a zoo recipe; the start line says why, config.json records the choice), "
+                             "CUDA with bf16; fp32 on CPUs, AMX and avx512_bf16 included, where bf16 trained a zoo "
+                             "recipe to worse bits/dim; the start line says why, config.json records the choice), "
                              "fp32, bf16 (autocast, CPU or CUDA) or fp16 (autocast + gradient scaler, CUDA only)",
                              choices=("auto", "bf16", "fp16", "fp32"))
     compile: bool = setting(False, "run the training and evaluation forward passes through torch.compile")

@@ -60,17 +60,14 @@ def describe_machine(device: torch.device | str = "cpu") -> str:
 
 
 def native_bf16(device: torch.device) -> tuple[bool, str]:
-    """Whether ``device`` runs bf16 matrix products natively, so that ``--precision auto`` trains in bf16 there,
-    and why, in words: the one rule of ``auto``.
+    """Whether ``device`` runs bf16 matrix products natively (so bf16 autocast is no slower than fp32), and why,
+    in words.
 
     CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and newer). CPU: AMX tiles with bf16 (flags ``amx_bf16``,
     ``amx_tile``) or AVX-512's bf16 dot products (``avx512_bf16``), which oneDNN's bf16 kernels use; without
-    them bf16 autocast is emulated (converted around fp32 kernels) and slower than fp32. The flags, not a
-    timing: the choice is the same on a busy machine as on a quiet one. Measured on a 2-core EPYC with
-    ``avx512_bf16`` and no AMX, one thread: bf16 matrix products 4.3x and 3x3 convolutions 3.7-4.8x as fast as
-    fp32, a PixelCNN++ ``small`` training step 1.3x (BENCHMARKS.md has every family); on an EPYC
-    with AVX2 only, bf16 autocast was 7x slower than fp32. Whether ``auto`` takes bf16 is
-    :func:`auto_precision`'s to say: native speed is not enough, it must train as well.
+    them bf16 autocast is emulated (converted around fp32 kernels) and slower than fp32 (BENCHMARKS.md has the
+    figures). The flags, not a timing: the answer is the same on a busy machine as on a quiet one. Whether
+    ``auto`` takes bf16 is :func:`auto_precision`'s to say: native speed is not enough, it must train as well.
     """
     if device.type == "cuda":
         ok = torch.cuda.is_bf16_supported()

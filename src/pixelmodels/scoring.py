@@ -14,6 +14,7 @@ from pixelmodels.config import ScoreOptions
 from pixelmodels.errors import PixelModelsError
 from pixelmodels.likelihoods import bits_per_dim
 from pixelmodels.ood import complexity as image_complexity
+from pixelmodels.ood import encoder
 from pixelmodels.settings import check_field
 
 
@@ -58,6 +59,15 @@ def check_background(model, background) -> None:
     if describe_data(background) != describe_data(model):
         raise PixelModelsError(f"background: the model takes {describe_data(model)}, the background model takes "
                                f"{describe_data(background)}; a likelihood ratio needs models of the same data")
+
+
+def check_complexity(model, codec: str | None) -> None:
+    """Refuse a ``complexity`` codec that is unknown or not installed, or one asked of a model of code maps."""
+    if codec is None:
+        return
+    if model.n_codes:
+        raise PixelModelsError("complexity: a codec measures images; this model takes maps of codes")
+    encoder(codec)
 
 
 def marginal_log_prob(model, x: torch.Tensor, cond=None) -> torch.Tensor:
@@ -114,8 +124,7 @@ def score(model, images: torch.Tensor, y=None, *, cond=None, background=None, co
     model.check_images(images)
     if background is not None:
         check_background(model, background)
-    if complexity is not None and model.n_codes:
-        raise PixelModelsError("complexity: a codec measures images; this model takes maps of codes")
+    check_complexity(model, complexity)
     n = len(images)
     if y is not None:
         y = torch.as_tensor(y).long().reshape(-1)

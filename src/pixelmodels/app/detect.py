@@ -24,21 +24,17 @@ from pixelmodels.app.outputs import listed, made_note, plural, target, write_fil
 from pixelmodels.app.reports import scores_csv
 from pixelmodels.app.runs import open_model
 from pixelmodels.errors import PixelModelsError
-from pixelmodels.ood import complexity, detection, encoder
+from pixelmodels.ood import complexity, detection
 from pixelmodels.pretrained import pretrained_info
-from pixelmodels.scoring import Scores, check_background, score
+from pixelmodels.scoring import Scores, check_background, check_complexity, score
 
 FILES = ("scores.csv", "roc.png")  # what ood writes into --out
 
 
 def check_codec(codec: str | None, model) -> None:
     """Refuse, before any work, a ``--complexity`` codec that is not installed or a model of code maps."""
-    if codec is None:
-        return
-    if model.n_codes:
-        raise PixelModelsError("--complexity: a codec measures images; this model takes maps of codes")
     try:
-        encoder(codec)
+        check_complexity(model, codec)
     except PixelModelsError as e:
         raise PixelModelsError(f"--complexity: {str(e).removeprefix('complexity: ')}") from None
 
@@ -209,7 +205,7 @@ def run_ood(run_dir: Path | None, pretrained: str | None, inside: str, outside: 
         raise PixelModelsError(f"--pretrained {pretrained}: its default detector (its metadata's \"ood\") cannot be "
                                f"opened: {e}; --background or --background-pretrained chooses another") from None
     check_codec(settings.complexity, model)
-    read = dict(data_dir=data_dir, limit=settings.limit, resize=resize, seed=settings.seed)
+    read = {"data_dir": data_dir, "limit": settings.limit, "resize": resize, "seed": settings.seed}
     sets = [read_set(inside, "--in", model, run_data, **read)]
     sets += [read_set(spec, "--out-of", model, run_data, **read) for spec in outside]
     every = Inputs.cat([s.inputs for s in sets])
