@@ -99,7 +99,12 @@ def test_conditional_run_generates_one_row_per_class(tmp_path, data):
     run = tmp_path / "cond"
     assert main(["train", *TINY, "--data-dir", str(data), "--max-steps", "1", "--conditional",
                  "--n-samples", "0", "--out", str(run)]) == 0
-    assert pixelmodels.load(run).n_classes == 10
+    model = pixelmodels.load(run)
+    assert model.n_classes == 10
+    # p(y) of the marginal likelihood: the training labels' frequencies, counted here from the same files
+    labels = pixelmodels.load_dataset("fashion-mnist", "train", root=data).labels
+    counts = np.bincount(labels.numpy(), minlength=10)
+    assert np.allclose(model.config.class_frequencies, counts / counts.sum(), rtol=0, atol=1e-12)
     assert main(["generate", str(run), "--n", "1"]) == 0
     saved = np.load(run / "generated.npz")
     assert saved["images"].shape == (10, 28, 28, 1)

@@ -320,3 +320,13 @@ def test_existing_outputs_are_refused_before_scoring(tmp_path, two, capsys, monk
 def test_the_table_names_a_path_by_its_name_unless_two_share_it():
     assert short("/data/sets/mnist-5k.npz") == "mnist-5k.npz" and short("fashion-mnist:test") == "fashion-mnist:test"
     assert short("inverted:inverted:/data/x.npz") == "inverted:inverted:x.npz" and short("noise") == "noise"
+
+
+def test_the_marginal_line_names_the_recorded_class_frequencies():
+    from pixelmodels.app.detect import marginal_line
+
+    model = pixelmodels.create_model("pixelcnn", image_shape=(1, 4, 4), preset="tiny", n_classes=2,
+                                     class_frequencies=[0.25, 0.75])
+    assert marginal_line("model", model, 3, 5).endswith(
+        "3 of 5 images have no labels: scoring their marginal likelihood log sum_y p(x|y) p(y), p(y) the "
+        "frequencies of its training labels (2 passes an image)")

@@ -23,6 +23,9 @@ from pixelmodels.training import perturb
 def models():
     torch.manual_seed(0)
     conditional = pixelmodels.create_model("gated-pixelcnn", image_shape=(1, 6, 6), preset="tiny", n_classes=3).eval()
+    with torch.no_grad():  # classes that differ (a fresh model's class embeddings start at zero)
+        for name, p in conditional.named_parameters():
+            p.normal_(0, 3) if "class" in name else None
     background = pixelmodels.create_model("pixelcnn", image_shape=(1, 6, 6), preset="tiny").eval()
     images = torch.randint(0, 256, (7, 1, 6, 6), dtype=torch.uint8)
     return conditional, background, images
@@ -44,6 +47,7 @@ def test_no_labels_give_the_marginal_an_explicit_sum_over_classes(models):
     s = pixelmodels.score(model, x, per_pixel=True, batch_size=4)
     assert s.marginal
     per_class = torch.stack([model.log_prob(x, torch.full((len(x),), y), per_pixel=True) for y in range(3)]).double()
+    assert (per_class.sum((2, 3)).std(0) > 0.01).all()  # the classes differ, so the sum is a real mixture
     log_px = torch.logsumexp(per_class.sum((2, 3)), 0) - math.log(3)  # log sum_y p(x|y) / 3
     torch.testing.assert_close(s.nll.double(), -log_px, rtol=0, atol=1e-4)
     torch.testing.assert_close(s.pixel_nll.sum((1, 2)), s.nll, rtol=0, atol=1e-4)
@@ -53,6 +57,43 @@ def test_no_labels_give_the_marginal_an_explicit_sum_over_classes(models):
     # with labels, no marginal: each label's own likelihood
     torch.testing.assert_close(pixelmodels.score(model, x, 1).nll.double(), -per_class[1].sum((1, 2)),
                                rtol=0, atol=1e-4)
+
+
+def test_recorded_class_frequencies_weigh_the_marginal(models, tmp_path):
+    model, _, x = models
+    weighted = pixelmodels.create_model("gated-pixelcnn", image_shape=(1, 6, 6), preset="tiny", n_classes=3,
+                                        class_frequencies=[0.5, 0.5, 0.0]).eval()
+    weighted.load_state_dict(model.state_dict())
+    s = pixelmodels.score(weighted, x, per_pixel=True)
+    per_class = torch.stack([model.log_prob(x, torch.full((len(x),), y)) for y in range(3)]).double()
+    log_px = torch.logsumexp(per_class[:2], 0) + math.log(0.5)  # class 2 has p(y) = 0
+    torch.testing.assert_close(s.nll.double(), -log_px, rtol=0, atol=1e-4)
+    torch.testing.assert_close(s.pixel_nll.sum((1, 2)), s.nll, rtol=0, atol=1e-4)
+    assert not torch.allclose(s.nll, pixelmodels.score(model, x).nll, atol=1e-3)  # uniform differs
+    # saved with the model and loaded back
+    pixelmodels.load(pixelmodels.save_pretrained(weighted, tmp_path / "m"))
+    assert pixelmodels.load(tmp_path / "m").config.class_frequencies == (0.5, 0.5, 0.0)
+
+
+@pytest.mark.parametrize("freqs, found", [([0.5, 0.5], "found 2"), ([0.5, 0.2, 0.2], "summing to 1"),
+                                          ([1.5, -0.5, 0.0], "each 0 or more")])
+def test_class_frequencies_are_checked(freqs, found):
+    with pytest.raises(PixelModelsError, match="class_frequencies") as e:
+        pixelmodels.create_model("pixelcnn", image_shape=(1, 6, 6), preset="tiny", n_classes=3,
+                                 class_frequencies=freqs)
+    assert found in str(e.value)
+
+
+def test_training_records_the_frequencies_of_its_labels():
+    from pixelmodels.app.runs import resolve_model_config
+    from pixelmodels.config import ModelConfig
+    from pixelmodels.data.datasets import ImageDataset
+
+    labels = torch.tensor([0, 0, 0, 2, -1, 2, 0, 0])  # 5 of class 0, none of 1, 2 of class 2, one unlabelled
+    data = ImageDataset(torch.zeros(8, 1, 4, 4, dtype=torch.uint8), labels, 8, 3, "mine", "train")
+    base = ModelConfig(name="pixelcnn", image_shape=(1, 4, 4))
+    assert resolve_model_config(base, data, conditional=True).class_frequencies == (5 / 7, 0.0, 2 / 7)
+    assert resolve_model_config(base, data, conditional=False).class_frequencies is None
 
 
 @pytest.mark.parametrize("codec", ["png", "webp", "jpegxl"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import operator
 from dataclasses import MISSING, dataclass
 from pathlib import Path
@@ -39,6 +40,12 @@ def _as_int(s):
 def _cond_shape_ok(shape) -> bool:
     return (isinstance(shape, tuple) and len(shape) in (1, 2, 3)
             and all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_FEATURES for s in shape))
+
+
+def _frequencies_ok(freqs) -> bool:
+    return (isinstance(freqs, tuple) and len(freqs) >= 1
+            and all(isinstance(f, float) and math.isfinite(f) and f >= 0 for f in freqs)
+            and abs(sum(freqs) - 1) < 1e-6)
 
 
 def _image_shape_ok(shape) -> bool:
@@ -76,13 +83,23 @@ class ModelConfig(Settings):
                                      "(None: a float condition)", flag="cond_codes", ge=2, le=MAX_CODES)
     preset: str = setting("default", "model preset (tiny, small, default, ...)")
     options: dict[str, Any] = setting(help="the family's options", default_factory=dict, flag="options")
+    class_frequencies: tuple[float, ...] | None = setting(
+        None, "p(y) of a class-conditional model, its training labels' frequencies: how the marginal likelihood "
+        "of an unlabelled image weighs the classes (None: uniform)", flag="class_frequencies",
+        expected="n_classes frequencies, each 0 or more, summing to 1", test=_frequencies_ok)
 
     def __post_init__(self):
         if isinstance(self.image_shape, (list, tuple)):  # JSON gives a list; datasets may give numpy ints
             self.image_shape = tuple(_as_int(s) for s in self.image_shape)
         if isinstance(self.cond_shape, (list, tuple)):
             self.cond_shape = tuple(_as_int(s) for s in self.cond_shape)
+        if isinstance(self.class_frequencies, (list, tuple)):
+            self.class_frequencies = tuple(float(f) if isinstance(f, (int, float)) and not isinstance(f, bool) else f
+                                           for f in self.class_frequencies)
         super().__post_init__()
+        if self.class_frequencies is not None and len(self.class_frequencies) != (self.n_classes or 0):
+            raise PixelModelsError(f"class_frequencies: expected one frequency per class ({self.n_classes or 0} "
+                                   f"classes), found {len(self.class_frequencies)}")
         if (self.n_codes is None) == (self.n_bits is None):
             raise PixelModelsError("n_codes / n_bits: expected exactly one, codes (n_codes) or images of n_bits "
                                    f"bits; found n_codes={self.n_codes} and n_bits={self.n_bits}")

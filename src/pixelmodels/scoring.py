@@ -33,7 +33,8 @@ class Scores(NamedTuple):
             2020); None without a codec.
         codec: the complexity's codec (``png``, ``webp``, ``jpegxl``) or None.
         marginal: True when a class-conditional model was given no labels and scored the marginal
-            likelihood log sum_y p(x|y) p(y) over its classes, p(y) uniform.
+            likelihood log sum_y p(x|y) p(y) over its classes, p(y) its recorded class frequencies
+            (``model.config.class_frequencies``) or uniform.
     """
 
     bits_per_dim: torch.Tensor
@@ -72,7 +73,8 @@ def check_complexity(model, codec: str | None) -> None:
 
 def marginal_log_prob(model, x: torch.Tensor, cond=None) -> torch.Tensor:
     """Per-pixel log-probabilities (B, H, W), nats, of the marginal p(x) = sum_y p(x|y) p(y) of a
-    class-conditional model, p(y) uniform: one pass per class.
+    class-conditional model, p(y) its recorded class frequencies (``model.config.class_frequencies``, which
+    ``pixelmodels train`` records) or uniform: one pass per class.
 
     Pixel i's entry is log p(x_<=i) - log p(x_<i), the marginal model's own conditional (the class belief
     updated by the pixels before it), so the entries sum to log p(x), exactly.
@@ -81,8 +83,16 @@ def marginal_log_prob(model, x: torch.Tensor, cond=None) -> torch.Tensor:
     per_class = torch.stack([model.log_prob(x, torch.full((len(x),), y, device=x.device), cond, per_pixel=True)
                              for y in range(k)])  # (K, B, H, W)
     prefix = per_class.double().flatten(2).cumsum(2)  # (K, B, H*W): log p(x_<=i | y)
-    joint = torch.logsumexp(prefix, dim=0) - math.log(k)  # (B, H*W): log p(x_<=i)
+    joint = torch.logsumexp(prefix + log_prior(model).to(x.device)[:, None, None], dim=0)  # (B, H*W): log p(x_<=i)
     return torch.diff(joint, dim=1, prepend=torch.zeros_like(joint[:, :1])).reshape(per_class.shape[1:]).float()
+
+
+def log_prior(model) -> torch.Tensor:
+    """log p(y) (K,), float64, of a class-conditional model: its recorded class frequencies, or uniform."""
+    freqs = model.config.class_frequencies
+    if freqs is None:
+        return torch.full((model.n_classes,), -math.log(model.n_classes), dtype=torch.float64)
+    return torch.tensor(freqs, dtype=torch.float64).log()
 
 
 @torch.no_grad()

@@ -54,22 +54,23 @@ def open_background(run_dir: Path | None, name: str | None, model, device="cpu")
     return background
 
 
-def marginal_line(what: str, n_classes: int, unlabelled: int, n: int) -> str:
-    """What ``score`` does with ``unlabelled`` of ``n`` images for a ``what`` (``model``, ``background model``)
-    conditional on ``n_classes`` classes, in one line."""
+def marginal_line(what: str, model, unlabelled: int, n: int) -> str:
+    """What ``score`` does with ``unlabelled`` of ``n`` images for a class-conditional ``model`` (the ``what``:
+    ``model``, ``background model``), in one line."""
     who = "no labels were given" if unlabelled == n else f"{unlabelled} of {plural(n, 'image')} have no labels"
-    return (f"the {what} is conditional on {n_classes} classes and {who}: scoring "
+    prior = "uniform" if model.config.class_frequencies is None else "the frequencies of its training labels"
+    return (f"the {what} is conditional on {model.n_classes} classes and {who}: scoring "
             f"{'the' if unlabelled == n else 'their'} marginal likelihood "
-            f"log sum_y p(x|y) p(y), p(y) uniform ({n_classes} passes an image)")
+            f"log sum_y p(x|y) p(y), p(y) {prior} ({model.n_classes} passes an image)")
 
 
 def marginal_lines(model, background, inputs: Inputs, labelled: bool = True) -> list[str]:
     """The :func:`marginal_line` s of scoring ``inputs`` (with their labels unless not ``labelled``)."""
     n = len(inputs)
     unlabelled = int((inputs.labels < 0).sum()) if labelled and model.n_classes else n
-    lines = [marginal_line("model", model.n_classes, unlabelled, n)] if model.n_classes and unlabelled else []
+    lines = [marginal_line("model", model, unlabelled, n)] if model.n_classes and unlabelled else []
     if background is not None and background.n_classes and unlabelled:  # it is given the labels the model is
-        lines.append(marginal_line("background model", background.n_classes, unlabelled, n))
+        lines.append(marginal_line("background model", background, unlabelled, n))
     return lines
 
 

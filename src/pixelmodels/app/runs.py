@@ -29,7 +29,7 @@ from pixelmodels.errors import PixelModelsError
 from pixelmodels.devices import check_precision, resolve_device
 from pixelmodels.models.registry import build_model, get_spec, list_models, resolve_options
 from pixelmodels.pretrained import list_pretrained, pretrained_info, pretrained_path
-from pixelmodels.data.datasets import describe_data
+from pixelmodels.data.datasets import class_frequencies, describe_data
 from pixelmodels.settings import MAX_COUNT
 from pixelmodels.training import Trainer
 from pixelmodels.vqvae import has_vqvae, load_vqvae
@@ -53,13 +53,15 @@ def check_splits(train, test) -> None:
 
 
 def resolve_model_config(model: ModelConfig, dataset, conditional: bool) -> ModelConfig:
-    """Take the image shape, depth (or number of codes), classes and condition shape from the dataset."""
+    """Take the image shape, depth (or number of codes), classes and condition shape from the dataset, and
+    for a class-conditional model the frequencies of its labels (p(y) of the marginal likelihood)."""
     if conditional and not dataset.n_classes:
         raise PixelModelsError(f"--conditional: dataset {dataset.name!r} has no class labels")
     return dataclasses.replace(model, image_shape=tuple(dataset.image_shape), n_bits=dataset.n_bits,
                                n_codes=dataset.n_codes, cond_shape=dataset.cond_shape,
                                cond_codes=dataset.cond_codes,
-                               n_classes=dataset.n_classes if conditional else None)
+                               n_classes=dataset.n_classes if conditional else None,
+                               class_frequencies=class_frequencies(dataset) if conditional else None)
 
 
 def resolve_train_config(train: TrainConfig, model_name: str) -> TrainConfig:

@@ -364,3 +364,13 @@ def describe_data(data) -> str:
     if getattr(data, "cond_codes", None) is not None:
         cond = f" with a map of {data.cond_codes} codes {tuple(data.cond_shape)} as cond"
     return f"{what} {tuple(data.image_shape)}{cond}"
+
+
+def class_frequencies(data) -> tuple[float, ...] | None:
+    """The frequencies of a labelled dataset's ``n_classes`` classes among its labelled images (unlabelled ones,
+    -1, left out): p(y) of a class-conditional model trained on it. None without labels."""
+    labels = data.labels[data.labels >= 0]
+    if not data.n_classes or not len(labels):
+        return None
+    counts = torch.bincount(labels, minlength=data.n_classes).double()
+    return tuple((counts / counts.sum()).tolist())

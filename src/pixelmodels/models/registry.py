@@ -207,7 +207,8 @@ def build_model(config: ModelConfig):
 
 def create_model(name: str, *, image_shape, n_bits: int | None = None, n_classes: int | None = None,
                  n_codes: int | None = None, cond_shape: tuple[int, ...] | None = None,
-                 cond_codes: int | None = None, preset: str = "default", **overrides):
+                 cond_codes: int | None = None, preset: str = "default",
+                 class_frequencies=None, **overrides):
     """Create a fresh model: ``create_model("gated-pixelcnn", image_shape=(1, 28, 28))``.
 
     Args:
@@ -221,6 +222,9 @@ def create_model(name: str, *, image_shape, n_bits: int | None = None, n_classes
         cond_codes: K for a condition that is a map of K discrete codes (B, h, w), say a VQ-VAE-2 bottom
             prior's top codes: embedded by a learned table, then the spatial map's path. Else None.
         preset: a preset of the family ("tiny", "small", "default", ...).
+        class_frequencies: p(y) of a class-conditional model, ``n_classes`` numbers summing to 1 (its training
+            labels' frequencies, which ``pixelmodels train`` records): how the marginal likelihood of an
+            unlabelled image weighs the classes (``score`` without ``y``). None: uniform.
         **overrides: any field of the family's options dataclass.
     """
     if n_codes is not None and n_bits is not None:
@@ -229,8 +233,8 @@ def create_model(name: str, *, image_shape, n_bits: int | None = None, n_classes
     config = ModelConfig(name=name, image_shape=tuple(image_shape), n_bits=None if n_codes is not None else
                          (8 if n_bits is None else n_bits), n_classes=n_classes, n_codes=n_codes,
                          cond_shape=None if cond_shape is None else tuple(cond_shape), cond_codes=cond_codes,
-                         preset=preset,
-                         options=overrides)
+                         preset=preset, options=overrides,
+                         class_frequencies=None if class_frequencies is None else tuple(class_frequencies))
     return build_model(config)
 
 
