@@ -6,8 +6,9 @@ for each (mu, penalty) of the grid, on inputs perturbed at rate mu (``--perturb`
 (``--weight-decay``). Then each pair's likelihood ratio is measured as a detector on a validation set
 without MNIST and without any set the README reports:
 
-- in-distribution: 1,000 Fashion-MNIST *training* images that no run draws (the seed-0 order of the first
-  epoch puts them after every image the trials and the shipped models train on);
+- in-distribution: 1,000 Fashion-MNIST *training* images that no trial draws (the seed-0 order of the first
+  epoch puts them after every image a trial trains on; the shipped pair, trained for 3.5 epochs once the
+  choice was made, sees them);
 - out-of-distribution: the same images upside down, and the same images with their sixteen 7x7 patches
   shuffled: the pixel statistics of Fashion-MNIST with its objects broken, which is what a background model
   is meant to tell apart from semantics.
@@ -16,6 +17,12 @@ The pair with the highest mean AUROC of the ratio over the two sets gives the sh
 (mu, penalty).
 
     OMP_NUM_THREADS=1 scripts/ood_trials.py --out runs/ood-trials        # trains, scores, prints the table
+
+How long the background trains was chosen the same way, on other images: ``--pair MODEL BACKGROUND`` (repeated)
+scores run pairs on the last 1,000 Fashion-MNIST *test* images (no run trains on test images, and the README's
+table takes the first 5,000) against the same images upside down and with their patches shuffled:
+
+    scripts/ood_trials.py --pair runs/model-6600 runs/background-1320 --pair runs/model-6600 runs/background-6600
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from train_pretrained import OOD_FLAGS, OOD_STEPS  # noqa: E402  (beside this file)
+from train_pretrained import ood_flags  # noqa: E402  (beside this file)
 
 STEPS = 150  # about 4 CPU thread-minutes of PixelCNN++ small at batch 32
 GRID = [(mu, wd) for mu in (0.1, 0.2, 0.3) for wd in (0.0, 1e-4)]
@@ -43,13 +50,25 @@ def validation_sets(seed: int = 0) -> dict[str, torch.Tensor]:
 
     train = pixelmodels.load_dataset("fashion-mnist", "train")
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 100_003))  # epoch 0's
-    assert len(train) - N_VALIDATION >= OOD_STEPS * 32  # none of them is drawn by the shipped models
-    images = train.images[order[-N_VALIDATION:]]
+    assert len(train) - N_VALIDATION >= STEPS * 32  # none of them is drawn by a trial
+    return distorted(train.images[order[-N_VALIDATION:]])
+
+
+def distorted(images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``images`` as the in-distribution set, and the two out-of-distribution sets made from them."""
     gen = torch.Generator().manual_seed(1)
     patches = images.unfold(2, 7, 7).unfold(3, 7, 7).reshape(len(images), 1, 16, 7, 7)
     shuffled = torch.stack([p[:, torch.randperm(16, generator=gen)] for p in patches])
     shuffled = shuffled.reshape(len(images), 1, 4, 4, 7, 7).permute(0, 1, 2, 4, 3, 5).reshape(images.shape)
     return {"in": images, "upside down": images.flip(2), "patches shuffled": shuffled}
+
+
+def held_out_test_sets() -> dict[str, torch.Tensor]:
+    """The validation sets of ``--pair``: the last 1,000 Fashion-MNIST test images (no run trains on test images;
+    the README's table takes the first 5,000), upside down and with their 7x7 patches shuffled."""
+    import pixelmodels
+
+    return distorted(pixelmodels.load_dataset("fashion-mnist", "test").images[-N_VALIDATION:])
 
 
 def auroc(inside: torch.Tensor, outside: torch.Tensor) -> float:
@@ -61,9 +80,8 @@ def auroc(inside: torch.Tensor, outside: torch.Tensor) -> float:
 def train(out: Path, extra: str) -> None:
     if (out / "model.safetensors").exists():
         return
-    subprocess.run([sys.executable, "-m", "pixelmodels", "train", *OOD_FLAGS.split(), *extra.split(),
-                    "--max-steps", str(STEPS), "--lr-decay", f"{0.25 ** (1 / STEPS):.7f}", "--out", str(out),
-                    "--overwrite", "--no-progress"], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "pixelmodels", "train", *ood_flags(STEPS).split(), *extra.split(),
+                    "--max-steps", str(STEPS), "--out", str(out), "--overwrite", "--no-progress"], check=True, cwd=ROOT)
 
 
 def main() -> None:
@@ -71,7 +89,12 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "ood-trials")
+    p.add_argument("--pair", nargs=2, action="append", type=Path, metavar=("MODEL", "BACKGROUND"),
+                   help="instead of the trials: the ratio of these two runs on the test-image validation sets "
+                        "(repeat for several pairs)")
     args = p.parse_args()
+    if args.pair:
+        return compare_pairs(args.pair)
     train(args.out / "model", "")
     for mu, wd in GRID:
         train(args.out / f"background-mu{mu}-wd{wd}", f"--perturb {mu} --weight-decay {wd}")
@@ -95,6 +118,25 @@ def main() -> None:
     print(f"chosen: mu {best['mu']}, weight decay {best['weight_decay']:g}")
     (args.out / "trials.json").write_text(json.dumps({"likelihood": likelihood, "rows": rows, "chosen": best},
                                                      indent=2))
+
+
+
+def compare_pairs(pairs: list[tuple[Path, Path]]) -> None:
+    """The AUROC of the ratio of each (model, background) run pair on :func:`held_out_test_sets`, as a table."""
+    import pixelmodels
+
+    sets = held_out_test_sets()
+    bpd = {}
+    for run in dict.fromkeys(r for pair in pairs for r in pair):
+        model = pixelmodels.load(run)
+        bpd[run] = {name: pixelmodels.score(model, x, batch_size=100).bits_per_dim for name, x in sets.items()}
+    print("| model | background | " + " | ".join(name for name in sets if name != "in") + " | mean |")
+    print(("| --- | --- | " + "--- | " * len(sets)).rstrip())
+    for model, background in pairs:
+        ratio = {name: bpd[background][name] - bpd[model][name] for name in sets}
+        aurocs = [auroc(ratio["in"], ratio[name]) for name in sets if name != "in"]
+        print(f"| {model} | {background} | " + " | ".join(f"{a:.4f}" for a in aurocs)
+              + f" | {sum(aurocs) / len(aurocs):.4f} |")
 
 
 if __name__ == "__main__":
