@@ -84,6 +84,11 @@ def test_class_frequencies_are_checked(freqs, found):
     assert found in str(e.value)
 
 
+def test_a_model_without_classes_takes_no_class_frequencies():
+    with pytest.raises(PixelModelsError, match="class_frequencies: expected none for a model without classes"):
+        pixelmodels.create_model("pixelcnn", image_shape=(1, 6, 6), preset="tiny", class_frequencies=[1.0])
+
+
 def test_training_records_the_frequencies_of_its_labels():
     from pixelmodels.app.runs import resolve_model_config
     from pixelmodels.config import ModelConfig

@@ -98,8 +98,9 @@ class ModelConfig(Settings):
                                            for f in self.class_frequencies)
         super().__post_init__()
         if self.class_frequencies is not None and len(self.class_frequencies) != (self.n_classes or 0):
-            raise PixelModelsError(f"class_frequencies: expected one frequency per class ({self.n_classes or 0} "
-                                   f"classes), found {len(self.class_frequencies)}")
+            expected = (f"one frequency per class ({self.n_classes} classes)" if self.n_classes else
+                        "none for a model without classes (n_classes None)")
+            raise PixelModelsError(f"class_frequencies: expected {expected}, found {len(self.class_frequencies)}")
         if (self.n_codes is None) == (self.n_bits is None):
             raise PixelModelsError("n_codes / n_bits: expected exactly one, codes (n_codes) or images of n_bits "
                                    f"bits; found n_codes={self.n_codes} and n_bits={self.n_bits}")
