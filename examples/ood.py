@@ -66,14 +66,14 @@ def fetch_mnist() -> None:
 def train_pair(out: Path, steps: int | None, eval_limit: int = 1000) -> tuple:
     """The shipped detector's recipe (scripts/train_pretrained.py): PixelCNN++ small, unconditional, and its
     background model on inputs perturbed at the shipped rate under the shipped L2 penalty, each for its shipped
-    number of steps (or ``steps``)."""
+    number of steps (or ``steps``) with its shipped learning-rate decay."""
     models = []
     for name, shipped in (("model", "fashion-mnist-unconditional"), ("background", "fashion-mnist-background")):
         meta = pixelmodels.pretrained_info(shipped)
         n = steps or meta["steps"]
         extra = {"perturb": meta["perturb"], "weight_decay": meta["weight_decay"]} if name == "background" else {}
         run = RunConfig(ModelConfig("pixelcnnpp", (1, 28, 28), preset="small"), DataConfig("fashion-mnist"),
-                        TrainConfig(max_steps=n, batch_size=32, lr=2e-3, lr_decay=0.25 ** (1 / n), ema=0.995,
+                        TrainConfig(max_steps=n, batch_size=32, lr=2e-3, lr_decay=meta["lr_decay"], ema=0.995,
                                     eval_limit=eval_limit, n_samples=0, seed=0, precision="fp32", **extra))
         pixelmodels.train(run, out / name, overwrite=True, progress=False)
         models.append(pixelmodels.load(out / name))
@@ -85,7 +85,7 @@ def main() -> None:
     p.add_argument("--fetch-mnist", action="store_true", help=f"put MNIST's 5,000 digits into {MNIST} and stop")
     p.add_argument("--train", type=Path, metavar="DIR", help="train the pair into DIR instead of loading the shipped")
     p.add_argument("--steps", type=int, help="training steps of each model (with --train; default: the shipped "
-                   "models' own, 6,600 for the model and 1,320 for its background)")
+                   "models' own, 13,200 for the model and 1,320 for its background)")
     p.add_argument("--limit", type=int, help="score the first N images of each set (default: all)")
     args = p.parse_args()
     if args.fetch_mnist:
