@@ -1,28 +1,27 @@
-"""The short trials that chose the perturbation rate mu and the L2 penalty of ``fashion-mnist-background``.
+"""The trials that chose the perturbation rate mu, the L2 penalty and the steps of the shipped detector.
 
-Each trial trains the shipped detector's recipe (``scripts/train_pretrained.py``: PixelCNN++ small,
-unconditional, seed 0) for a few minutes: one model on Fashion-MNIST as it is, and one background model
+First, short trials of the shipped detector's recipe (``scripts/train_pretrained.py``: PixelCNN++ small,
+unconditional, seed 0), a few minutes each: one model on Fashion-MNIST as it is, and one background model
 for each (mu, penalty) of the grid, on inputs perturbed at rate mu (``--perturb``) under the penalty
 (``--weight-decay``). Then each pair's likelihood ratio is measured as a detector on a validation set
 without MNIST and without any set the README reports:
 
 - in-distribution: 1,000 Fashion-MNIST *training* images that no trial draws (the seed-0 order of the first
-  epoch puts them after every image a trial trains on; the shipped pair, trained for 3.5 epochs once the
-  choice was made, sees them);
+  epoch puts them after every image a trial trains on; the shipped pair, trained for 7 epochs, sees them);
 - out-of-distribution: the same images upside down, and the same images with their sixteen 7x7 patches
   shuffled: the pixel statistics of Fashion-MNIST with its objects broken, which is what a background model
   is meant to tell apart from semantics.
 
-The pair with the highest mean AUROC of the ratio over the two sets gives the shipped background model its
-(mu, penalty).
-
     OMP_NUM_THREADS=1 scripts/ood_trials.py --out runs/ood-trials        # trains, scores, prints the table
 
-How long the background trains was chosen the same way, on other images: ``--pair MODEL BACKGROUND`` (repeated)
-scores run pairs on the last 1,000 Fashion-MNIST *test* images (no run trains on test images, and the README's
-table takes the first 5,000) against the same images upside down and with their patches shuffled:
+Then runs at full length, scored on other images: ``--pair MODEL BACKGROUND`` (repeated) scores run pairs on
+the last 1,000 Fashion-MNIST *test* images (no run trains on test images, and the README's table takes the
+first 5,000) against the same images upside down and with their patches shuffled. Those pairs chose the
+shipped steps, mu and penalty (``OOD_PAIRS`` in ``scripts/train_pretrained.py``). ``--background MU PENALTY``
+(repeated) trains a background of the shipped recipe and steps with another mu and penalty into ``--out``:
 
-    scripts/ood_trials.py --pair runs/model-6600 runs/background-1320 --pair runs/model-6600 runs/background-6600
+    OMP_NUM_THREADS=1 scripts/ood_trials.py --background 0.1 0.1 --background 0.1 1.0
+    scripts/ood_trials.py --pair runs/pretrained-fashion-mnist-unconditional runs/ood-trials/background-1320-mu0.1-wd0.1
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from train_pretrained import ood_flags  # noqa: E402  (beside this file)
+from train_pretrained import BACKGROUND_STEPS, ood_flags  # noqa: E402  (beside this file)
 
 STEPS = 150  # about 4 CPU thread-minutes of PixelCNN++ small at batch 32
 GRID = [(mu, wd) for mu in (0.1, 0.2, 0.3) for wd in (0.0, 1e-4)]
@@ -77,11 +76,11 @@ def auroc(inside: torch.Tensor, outside: torch.Tensor) -> float:
     return float(roc_auc_score([1] * len(inside) + [0] * len(outside), torch.cat([inside, outside]).numpy()))
 
 
-def train(out: Path, extra: str) -> None:
+def train(out: Path, extra: str, steps: int = STEPS) -> None:
     if (out / "model.safetensors").exists():
         return
-    subprocess.run([sys.executable, "-m", "pixelmodels", "train", *ood_flags(STEPS).split(), *extra.split(),
-                    "--max-steps", str(STEPS), "--out", str(out), "--overwrite", "--no-progress"], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "pixelmodels", "train", *ood_flags(steps).split(), *extra.split(),
+                    "--max-steps", str(steps), "--out", str(out), "--overwrite", "--no-progress"], check=True, cwd=ROOT)
 
 
 def main() -> None:
@@ -92,9 +91,16 @@ def main() -> None:
     p.add_argument("--pair", nargs=2, action="append", type=Path, metavar=("MODEL", "BACKGROUND"),
                    help="instead of the trials: the ratio of these two runs on the test-image validation sets "
                         "(repeat for several pairs)")
+    p.add_argument("--background", nargs=2, action="append", type=float, metavar=("MU", "PENALTY"),
+                   help=f"instead of the trials: train a background of the shipped recipe ({BACKGROUND_STEPS:,} "
+                        "steps) perturbed at rate MU under the L2 penalty PENALTY into "
+                        "OUT/background-STEPS-muMU-wdPENALTY (repeat for several)")
     args = p.parse_args()
-    if args.pair:
-        return compare_pairs(args.pair)
+    if args.pair or args.background:
+        for mu, wd in args.background or []:
+            train(args.out / f"background-{BACKGROUND_STEPS}-mu{mu:g}-wd{wd:g}", f"--perturb {mu} --weight-decay {wd}",
+                  BACKGROUND_STEPS)
+        return compare_pairs(args.pair) if args.pair else None
     train(args.out / "model", "")
     for mu, wd in GRID:
         train(args.out / f"background-mu{mu}-wd{wd}", f"--perturb {mu} --weight-decay {wd}")
@@ -118,7 +124,6 @@ def main() -> None:
     print(f"chosen: mu {best['mu']}, weight decay {best['weight_decay']:g}")
     (args.out / "trials.json").write_text(json.dumps({"likelihood": likelihood, "rows": rows, "chosen": best},
                                                      indent=2))
-
 
 
 def compare_pairs(pairs: list[tuple[Path, Path]]) -> None:

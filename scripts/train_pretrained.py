@@ -35,6 +35,12 @@ from learning_curve import draw as draw_curve  # beside this file
 ROOT = Path(__file__).resolve().parents[1]
 GOAL = 2.85  # the flagship's goal, test bits/dim, drawn on its learning curve
 
+
+def lr_decay(quarter_at: int) -> float:
+    """The per-step learning-rate factor that brings it to a quarter at step ``quarter_at``, as the flags give it."""
+    return float(f"{0.25 ** (1 / quarter_at):.7f}")
+
+
 # name -> (description, dataset, the ``pixelmodels train`` flags without --max-steps and --out, steps)
 RECIPES = {
     # The default `fashion-mnist` until the flagship replaced it; kept loadable under this name for a release.
@@ -58,7 +64,7 @@ RECIPES["fashion-mnist"] = (
     "fashion-mnist",
     "--model pixelcnnpp --preset small --dataset fashion-mnist --conditional --batch-size 64 --epochs 100 "
     "--eval-every 100 --eval-every-steps 300 --eval-limit 1000 --lr 2e-3 "
-    f"--lr-decay {0.25 ** (1 / FLAGSHIP_STEPS):.7f} --ema 0.995 --seed 0 --n-samples 0",
+    f"--lr-decay {lr_decay(FLAGSHIP_STEPS):.7f} --ema 0.995 --seed 0 --n-samples 0",
     FLAGSHIP_STEPS)
 PROCESSES = {"fashion-mnist": 2}  # name -> data-parallel processes under torchrun (one torch thread each)
 
@@ -83,7 +89,7 @@ for family, (options, steps) in ZOO.items():
         "zoo, each family trained for 30 CPU thread-minutes",
         "fashion-mnist",
         f"--model {family} {options} --dataset fashion-mnist --conditional --batch-size 32 --epochs 100 "
-        f"--eval-every 100 --eval-limit 1000 --lr 2e-3 --lr-decay {0.25 ** (1 / steps):.7f} --ema 0.995 --seed 0 "
+        f"--eval-every 100 --eval-limit 1000 --lr 2e-3 --lr-decay {lr_decay(steps):.7f} --ema 0.995 --seed 0 "
         "--n-samples 0",
         steps)
 
@@ -99,11 +105,6 @@ for family, (options, steps) in ZOO.items():
 OOD_LR_STEPS = 5 * ZOO["pixelcnnpp"][1]
 OOD_STEPS = 2 * OOD_LR_STEPS
 BACKGROUND_STEPS = ZOO["pixelcnnpp"][1]
-
-
-def lr_decay(quarter_at: int) -> float:
-    """The per-step learning-rate factor that brings it to a quarter at step ``quarter_at``, as the flags give it."""
-    return float(f"{0.25 ** (1 / quarter_at):.7f}")
 
 
 def ood_flags(steps: int, curve: bool = False, quarter_at: int | None = None) -> str:
@@ -182,7 +183,7 @@ RECIPES["fashion-mnist-codes"] = (
     "(pixelmodels.vqvae; 28x28 Fashion-MNIST -> 7x7 codes), conditional on the 10 classes; bits/dim are per code",
     "fashion-mnist",
     f"--model gated-pixelcnn --preset small --dataset arrays --data-dir {CODES_RUN}/codes --n-codes 128 "
-    f"--conditional --batch-size 64 --epochs 100 --eval-every 100 --lr 2e-3 --lr-decay {0.25 ** (1 / 3000):.7f} "
+    f"--conditional --batch-size 64 --epochs 100 --eval-every 100 --lr 2e-3 --lr-decay {lr_decay(3000):.7f} "
     "--ema 0.995 --seed 0 --n-samples 0",
     3000)
 
