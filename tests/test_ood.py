@@ -1,6 +1,7 @@
 """examples/ood.py end to end at a smoke size: it trains the pair by the shipped recipe for a few steps, and its
 table's AUROCs equal counting every (in, out) pair of the scores of the models it saved."""
 
+import dataclasses
 import itertools
 import json
 import os
@@ -42,8 +43,12 @@ def test_the_example_trains_scores_and_its_aurocs_are_pair_counts(tmp_path):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(results) == {"MNIST", "uniform noise", "constant", "inverted"}
     model, background = (pixelmodels.load(tmp_path / "out" / n) for n in ("model", "background"))
-    config = json.loads((tmp_path / "out" / "background" / "config.json").read_text())["train"]
-    assert config["perturb"] == pixelmodels.pretrained_info("fashion-mnist-background")["perturb"] > 0
+    config = json.loads((tmp_path / "out" / "background" / "config.json").read_text())
+    assert config["train"]["perturb"] == pixelmodels.pretrained_info("fashion-mnist-background")["perturb"] > 0
+    for name in ("model", "background"):  # the shipped networks, each trained afresh
+        shipped = pixelmodels.load_pretrained(f"fashion-mnist-{'unconditional' if name == 'model' else name}").config
+        trained = json.loads((tmp_path / "out" / name / "config.json").read_text())["model"]
+        assert (trained["name"], trained["options"]) == (shipped.name, dataclasses.asdict(shipped)["options"])
     test = pixelmodels.load_dataset("fashion-mnist", "test").images[:6]
 
     def ratio(x):
