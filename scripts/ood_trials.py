@@ -1,9 +1,10 @@
-"""The trials that chose the perturbation rate mu, the L2 penalty and the steps of the shipped detector.
+"""The trials that chose the perturbation rate mu, the L2 penalty, the steps and the background network of
+the shipped detector.
 
-First, short trials of the shipped detector's recipe (``scripts/train_pretrained.py``: PixelCNN++ small,
-unconditional, seed 0), a few minutes each: one model on Fashion-MNIST as it is, and one background model
-for each (mu, penalty) of the grid, on inputs perturbed at rate mu (``--perturb``) under the penalty
-(``--weight-decay``). Then each pair's likelihood ratio is measured as a detector on a validation set
+First, short trials of the detector's first recipe (``scripts/train_pretrained.py``: PixelCNN++ small,
+unconditional, seed 0, for both models), a few minutes each: one model on Fashion-MNIST as it is, and one
+background model for each (mu, penalty) of the grid, on inputs perturbed at rate mu (``--perturb``) under the
+penalty (``--weight-decay``). Then each pair's likelihood ratio is measured as a detector on a validation set
 without MNIST and without any set the README reports:
 
 - in-distribution: 1,000 Fashion-MNIST *training* images that no trial draws (the seed-0 order of the first
@@ -17,11 +18,14 @@ without MNIST and without any set the README reports:
 Then runs at full length, scored on other images: ``--pair MODEL BACKGROUND`` (repeated) scores run pairs on
 the last 1,000 Fashion-MNIST *test* images (no run trains on test images, and the README's table takes the
 first 5,000) against the same images upside down and with their patches shuffled. Those pairs chose the
-shipped steps, mu and penalty (``OOD_PAIRS`` in ``scripts/train_pretrained.py``). ``--background MU PENALTY``
-(repeated) trains a background of the shipped recipe and steps with another mu and penalty into ``--out``:
+shipped steps, background network, mu and penalty (``OOD_PAIRS`` in ``scripts/train_pretrained.py``).
+``--background MU PENALTY`` (repeated) trains a background of the shipped recipe, network and steps with
+another mu and penalty into ``--out``; ``--flags`` adds train flags to it (another network: the last
+``--model`` given wins):
 
-    OMP_NUM_THREADS=1 scripts/ood_trials.py --background 0.1 0.1 --background 0.1 1.0
-    scripts/ood_trials.py --pair runs/pretrained-fashion-mnist-unconditional runs/ood-trials/background-1320-mu0.1-wd0.1
+    OMP_NUM_THREADS=1 scripts/ood_trials.py --background 0.02 0 --background 0.05 0.01
+    OMP_NUM_THREADS=1 scripts/ood_trials.py --background 0.1 0.1 --flags "--model pixelcnnpp --preset small"
+    scripts/ood_trials.py --pair runs/pretrained-fashion-mnist-unconditional runs/ood-trials/background-1320-mu0.02-wd0
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from train_pretrained import BACKGROUND_STEPS, ood_flags  # noqa: E402  (beside this file)
+from train_pretrained import BACKGROUND_NETWORK, BACKGROUND_STEPS, ood_flags  # noqa: E402  (beside this file)
 
 STEPS = 150  # about 4 CPU thread-minutes of PixelCNN++ small at batch 32
 GRID = [(mu, wd) for mu in (0.1, 0.2, 0.3) for wd in (0.0, 1e-4)]
@@ -76,10 +80,10 @@ def auroc(inside: torch.Tensor, outside: torch.Tensor) -> float:
     return float(roc_auc_score([1] * len(inside) + [0] * len(outside), torch.cat([inside, outside]).numpy()))
 
 
-def train(out: Path, extra: str, steps: int = STEPS) -> None:
+def train(out: Path, extra: str, steps: int = STEPS, **network: str) -> None:
     if (out / "model.safetensors").exists():
         return
-    subprocess.run([sys.executable, "-m", "pixelmodels", "train", *ood_flags(steps).split(), *extra.split(),
+    subprocess.run([sys.executable, "-m", "pixelmodels", "train", *ood_flags(steps, **network).split(), *extra.split(),
                     "--max-steps", str(steps), "--out", str(out), "--overwrite", "--no-progress"], check=True, cwd=ROOT)
 
 
@@ -93,13 +97,17 @@ def main() -> None:
                         "(repeat for several pairs)")
     p.add_argument("--background", nargs=2, action="append", type=float, metavar=("MU", "PENALTY"),
                    help=f"instead of the trials: train a background of the shipped recipe ({BACKGROUND_STEPS:,} "
-                        "steps) perturbed at rate MU under the L2 penalty PENALTY into "
+                        f"steps of {BACKGROUND_NETWORK}) perturbed at rate MU under the L2 penalty PENALTY into "
                         "OUT/background-STEPS-muMU-wdPENALTY (repeat for several)")
+    p.add_argument("--flags", default="", metavar="FLAGS",
+                   help="more train flags for every --background, after the recipe's (e.g. '--model pixelcnnpp "
+                        "--preset small'); they name its run too: "
+                        "OUT/background-STEPS-muMU-wdPENALTY--modelpixelcnnpp--presetsmall")
     args = p.parse_args()
     if args.pair or args.background:
         for mu, wd in args.background or []:
-            train(args.out / f"background-{BACKGROUND_STEPS}-mu{mu:g}-wd{wd:g}", f"--perturb {mu} --weight-decay {wd}",
-                  BACKGROUND_STEPS)
+            train(args.out / (f"background-{BACKGROUND_STEPS}-mu{mu:g}-wd{wd:g}" + args.flags.replace(" ", "")),
+                  f"--perturb {mu} --weight-decay {wd} {args.flags}", BACKGROUND_STEPS, network=BACKGROUND_NETWORK)
         return compare_pairs(args.pair) if args.pair else None
     train(args.out / "model", "")
     for mu, wd in GRID:
