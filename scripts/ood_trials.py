@@ -40,7 +40,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from train_pretrained import BACKGROUND_NETWORK, BACKGROUND_STEPS, ood_flags  # noqa: E402  (beside this file)
+from train_pretrained import (  # noqa: E402  (beside this file)
+    BACKGROUND_NETWORK, BACKGROUND_STEPS, MODEL_NETWORK, ood_flags)
 
 STEPS = 150  # about 4 CPU thread-minutes of PixelCNN++ small at batch 32
 GRID = [(mu, wd) for mu in (0.1, 0.2, 0.3) for wd in (0.0, 1e-4)]
@@ -80,10 +81,11 @@ def auroc(inside: torch.Tensor, outside: torch.Tensor) -> float:
     return float(roc_auc_score([1] * len(inside) + [0] * len(outside), torch.cat([inside, outside]).numpy()))
 
 
-def train(out: Path, extra: str, steps: int = STEPS, **network: str) -> None:
+def train(out: Path, extra: str, steps: int = STEPS, network: str = MODEL_NETWORK) -> None:
     if (out / "model.safetensors").exists():
         return
-    subprocess.run([sys.executable, "-m", "pixelmodels", "train", *ood_flags(steps, **network).split(), *extra.split(),
+    flags = ood_flags(steps, network=network).split() + extra.split()
+    subprocess.run([sys.executable, "-m", "pixelmodels", "train", *flags,
                     "--max-steps", str(steps), "--out", str(out), "--overwrite", "--no-progress"], check=True, cwd=ROOT)
 
 

@@ -45,8 +45,8 @@ def test_the_example_trains_scores_and_its_aurocs_are_pair_counts(tmp_path):
     model, background = (pixelmodels.load(tmp_path / "out" / n) for n in ("model", "background"))
     config = json.loads((tmp_path / "out" / "background" / "config.json").read_text())
     assert config["train"]["perturb"] == pixelmodels.pretrained_info("fashion-mnist-background")["perturb"] > 0
-    for name in ("model", "background"):  # the shipped networks, each trained afresh
-        shipped = pixelmodels.load_pretrained(f"fashion-mnist-{'unconditional' if name == 'model' else name}").config
+    for name, shipped_name in (("model", "fashion-mnist-unconditional"), ("background", "fashion-mnist-background")):
+        shipped = pixelmodels.load_pretrained(shipped_name).config  # the shipped network, trained afresh
         trained = json.loads((tmp_path / "out" / name / "config.json").read_text())["model"]
         assert (trained["name"], trained["options"]) == (shipped.name, dataclasses.asdict(shipped)["options"])
     test = pixelmodels.load_dataset("fashion-mnist", "test").images[:6]
